@@ -1,0 +1,199 @@
+//! One analysis: fetch -> decode -> preprocess -> infer -> postprocess, reporting as it goes.
+//!
+//! Frames stream through in batches: the decoder (an ffmpeg process for videos) keeps a
+//! few frames ahead while a batch is on the model, so memory stays flat on long videos.
+//! CPU-heavy steps run on blocking threads, never on the tokio reactor.
+
+mod decode;
+mod fetch;
+mod infer;
+mod postprocess;
+pub mod preprocess;
+mod report;
+mod tally;
+pub mod update;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use stagecast_shared::event::{AnalysisResult, Region};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+pub use fetch::Source;
+pub use update::{Stage, StageUpdate, Update};
+
+use crate::config::PipelineOptions;
+use crate::error::Error;
+use crate::model::Model;
+use report::Reporter;
+use tally::Tally;
+
+/// How an analysis that did not fail ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Completed(AnalysisResult),
+    /// `cancel` fired; the pipeline stopped between batches or cut the batch in flight.
+    Cancelled,
+}
+
+/// Runs one analysis of `source` with `model`.
+///
+/// `updates` receives [`Update::Started`] first, then progress and partial results, and
+/// last exactly one terminal update matching the return value (an error becomes
+/// [`Update::Failed`]). Cancelling `cancel` ends the run with [`Outcome::Cancelled`].
+pub async fn run(
+    model: Arc<Model>,
+    source: &Source,
+    options: &PipelineOptions,
+    cancel: CancellationToken,
+    updates: UnboundedSender<Update>,
+) -> Result<Outcome, Error> {
+    let mut report = Reporter::new(updates);
+    report.send(Update::Started {
+        model: model.name().to_owned(),
+    });
+    let outcome = analyze(&model, source, options, &cancel, &mut report).await;
+    match &outcome {
+        Ok(Outcome::Completed(result)) => {
+            tracing::info!(%source, score = result.score, frames = result.frames_processed, "analysis completed");
+            report.send(Update::Completed(result.clone()));
+        }
+        Ok(Outcome::Cancelled) => {
+            tracing::info!(%source, "analysis cancelled");
+            report.send(Update::Cancelled);
+        }
+        Err(e) => {
+            tracing::warn!(%source, code = e.code(), "analysis failed: {e}");
+            report.send(Update::Failed(e.to_info()));
+        }
+    }
+    outcome
+}
+
+async fn analyze(
+    model: &Arc<Model>,
+    source: &Source,
+    options: &PipelineOptions,
+    cancel: &CancellationToken,
+    report: &mut Reporter,
+) -> Result<Outcome, Error> {
+    let manifest = model.manifest();
+    let batch_size = options
+        .batch_size
+        .clamp(1, manifest.input.max_batch().unwrap_or(usize::MAX));
+
+    let Some(local) = until_cancelled(cancel, fetch::fetch(source, report))
+        .await
+        .transpose()?
+    else {
+        return Ok(Outcome::Cancelled);
+    };
+    let Some(mut frames) = until_cancelled(
+        cancel,
+        decode::open(local.path(), options.fps, 2 * batch_size),
+    )
+    .await
+    .transpose()?
+    else {
+        return Ok(Outcome::Cancelled);
+    };
+    let frame_size = (frames.width, frames.height);
+    let input_size = manifest.input.size_for(frames.width, frames.height);
+    let expected = frames.expected;
+    tracing::debug!(?frame_size, ?input_size, ?expected, batch_size, "decoding");
+
+    let mut tally = Tally::default();
+    loop {
+        // milliseconds since the previous lap, for the debug log of each batch
+        let mut clock = Instant::now();
+        let mut lap = move || {
+            let ms = clock.elapsed().as_millis();
+            clock = Instant::now();
+            ms
+        };
+        let mut batch = Vec::with_capacity(batch_size);
+        while batch.len() < batch_size {
+            match until_cancelled(cancel, frames.next()).await {
+                None => return Ok(Outcome::Cancelled),
+                Some(None) => break,
+                Some(Some(frame)) => batch.push(frame?),
+            }
+        }
+        let Some(first) = batch.first().map(|f| f.index) else {
+            break;
+        };
+        let done = tally.frames() + batch.len() as u64;
+        report.frames(Stage::Decode, done, expected);
+        let decode_ms = lap();
+
+        let spec = manifest.input.clone();
+        let images: Vec<_> = batch.into_iter().map(|f| f.image).collect();
+        let tensor =
+            tokio::task::spawn_blocking(move || preprocess::batch(&images, &spec, input_size))
+                .await?;
+        report.frames(Stage::Preprocess, done, expected);
+        let preprocess_ms = lap();
+
+        let Some(output) = infer::infer(model, tensor, cancel).await? else {
+            return Ok(Outcome::Cancelled);
+        };
+        report.frames(Stage::Infer, done, expected);
+        let infer_ms = lap();
+
+        let spec = manifest.output.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            postprocess::findings(&output, &spec, first, frame_size)
+        })
+        .await?;
+        report.frames(Stage::Postprocess, done, expected);
+        let postprocess_ms = lap();
+        tracing::debug!(
+            first,
+            done,
+            decode_ms,
+            preprocess_ms,
+            infer_ms,
+            postprocess_ms,
+            "batch"
+        );
+
+        let regions: Vec<Region> = found
+            .iter()
+            .flat_map(|f| f.regions.iter().cloned())
+            .collect();
+        if !regions.is_empty() {
+            report.partial(&regions);
+        }
+        tally.add(found);
+        if cancel.is_cancelled() {
+            return Ok(Outcome::Cancelled);
+        }
+    }
+    let total = tally.frames();
+    if total == 0 {
+        return Err(Error::DecodeFailed(format!("{source}: no frames")));
+    }
+    for stage in [
+        Stage::Decode,
+        Stage::Preprocess,
+        Stage::Infer,
+        Stage::Postprocess,
+    ] {
+        report.finish(stage, Some(total), None);
+    }
+    Ok(Outcome::Completed(tally.finish(&manifest.decision)))
+}
+
+/// `None` if `cancel` fires before `work` is done.
+async fn until_cancelled<T>(
+    cancel: &CancellationToken,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => None,
+        out = work => Some(out),
+    }
+}

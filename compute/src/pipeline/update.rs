@@ -1,0 +1,115 @@
+//! What a running analysis tells its watchers: the CLI's progress bars and, through the
+//! reporter, the edge. Each update maps to one contract event ([`Update::to_event`]).
+
+use stagecast_shared::event::{AnalysisResult, ErrorInfo, EventKind, Region, StageSpec};
+
+/// The pipeline's stages, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Fetch,
+    Decode,
+    Preprocess,
+    Infer,
+    Postprocess,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 5] = [
+        Stage::Fetch,
+        Stage::Decode,
+        Stage::Preprocess,
+        Stage::Infer,
+        Stage::Postprocess,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fetch => "fetch",
+            Self::Decode => "decode",
+            Self::Preprocess => "preprocess",
+            Self::Infer => "infer",
+            Self::Postprocess => "postprocess",
+        }
+    }
+
+    /// Share of the overall progress, roughly the share of time on a CPU node.
+    pub fn weight(self) -> f64 {
+        match self {
+            Self::Fetch => 1.0,
+            Self::Decode => 2.0,
+            Self::Preprocess => 1.0,
+            Self::Infer => 6.0,
+            Self::Postprocess => 1.0,
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A stage advanced. `progress` is in 0..=1, never goes back, and is 1 once the stage is done.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageUpdate {
+    pub stage: Stage,
+    pub progress: f64,
+    pub frames_done: Option<u64>,
+    pub frames_total: Option<u64>,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Update {
+    /// First, always: the analysis runs [`Stage::ALL`] with this model.
+    Started {
+        model: String,
+    },
+    Progress(StageUpdate),
+    /// Regions found in the latest batch (more may follow).
+    Partial(Vec<Region>),
+    /// Last, exactly one of these three.
+    Completed(AnalysisResult),
+    Failed(ErrorInfo),
+    Cancelled,
+}
+
+impl Update {
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Self::Completed(_) | Self::Failed(_) | Self::Cancelled)
+    }
+
+    /// The contract event this update publishes (without its `id` and `ts`).
+    pub fn to_event(&self) -> EventKind {
+        match self {
+            Self::Started { model } => EventKind::Started {
+                stages: Stage::ALL
+                    .iter()
+                    .map(|s| StageSpec {
+                        name: s.name().to_owned(),
+                        weight: s.weight(),
+                    })
+                    .collect(),
+                total_frames: None,
+                model: Some(model.clone()),
+                node: None,
+            },
+            Self::Progress(u) => EventKind::Progress {
+                stage: u.stage.name().to_owned(),
+                stage_progress: u.progress,
+                frames_done: u.frames_done,
+                frames_total: u.frames_total,
+                message: u.message.clone(),
+            },
+            Self::Partial(regions) => EventKind::PartialResult {
+                regions: regions.clone(),
+            },
+            Self::Completed(result) => EventKind::Completed {
+                result: result.clone(),
+            },
+            Self::Failed(error) => EventKind::Failed {
+                error: error.clone(),
+            },
+            Self::Cancelled => EventKind::Cancelled { reason: None },
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The pipeline end to end on real inputs with the real model: nothing mocked.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use stagecast_compute::pipeline::{self, Outcome};
+use stagecast_compute::{CancellationToken, PipelineOptions, Source, Stage, Update};
+use stagecast_shared::{Analysis, AnalysisId, Event, EventKind, Status};
+
+fn options(fps: f64, batch_size: usize) -> PipelineOptions {
+    PipelineOptions { fps, batch_size }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_regions_cover_the_drawn_text() {
+    let f = fixtures();
+    let (outcome, _) = analyze(path(&f.text_png), options(1.0, 1)).await;
+    let result = completed(outcome);
+    let truth = text_boxes(&image::open(&f.text_png).unwrap().into_rgb8());
+    assert_finds_lines(&result.regions, 0, &truth);
+    assert!(result.flagged && result.score > 0.8, "{result:?}");
+    assert_eq!((result.frames_processed, result.total_frames), (1, 1));
+    assert!(
+        result
+            .regions
+            .iter()
+            .all(|r| r.units == Some(stagecast_shared::event::Units::Px))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blank_image_has_no_regions() {
+    let (outcome, _) = analyze(path(&fixtures().blank_png), options(1.0, 1)).await;
+    let result = completed(outcome);
+    assert!(result.regions.is_empty(), "{:?}", result.regions);
+    assert!(!result.flagged && result.score == 0.0 && !result.validation_required);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn video_finds_text_only_once_it_appears() {
+    let f = fixtures();
+    let (outcome, updates) = analyze(path(&f.video), options(4.0, 3)).await;
+    let result = completed(outcome);
+    // 2 s at 4 fps; the text appears at 1 s, i.e. from frame 4
+    assert_eq!(result.frames_processed, 8, "{result:?}");
+    let truth = text_boxes(&image::open(&f.text_png).unwrap().into_rgb8());
+    for frame in 0..=2 {
+        assert!(
+            result.regions.iter().all(|r| r.frame != frame),
+            "blank frame {frame} has regions"
+        );
+    }
+    for frame in 5..=7 {
+        assert_finds_lines(&result.regions, frame, &truth);
+    }
+    // partial results came batch by batch and add up to the final list
+    let partial: usize = updates
+        .iter()
+        .filter_map(|u| match u {
+            Update::Partial(r) => Some(r.len()),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(partial, result.regions.len());
+    assert!(
+        updates
+            .iter()
+            .filter(|u| matches!(u, Update::Partial(_)))
+            .count()
+            >= 2
+    );
+}
+
+/// Every update, as a contract event, is accepted by the edge's own state machine.
+#[tokio::test(flavor = "multi_thread")]
+async fn updates_follow_the_contract() {
+    let (outcome, updates) = analyze(path(&fixtures().video), options(4.0, 2)).await;
+    completed(outcome);
+    assert!(matches!(updates.first(), Some(Update::Started { .. })));
+    assert!(matches!(updates.last(), Some(Update::Completed(_))));
+    assert_eq!(updates.iter().filter(|u| u.is_terminal()).count(), 1);
+    for stage in Stage::ALL {
+        let progress: Vec<f64> = updates
+            .iter()
+            .filter_map(|u| match u {
+                Update::Progress(p) if p.stage == stage => Some(p.progress),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(progress.last(), Some(&1.0), "{stage:?} never finished");
+        assert!(
+            progress.windows(2).all(|w| w[0] <= w[1]),
+            "{stage:?} went back: {progress:?}"
+        );
+    }
+    let events: Vec<Event> = updates
+        .iter()
+        .enumerate()
+        .map(|(i, u)| Event {
+            id: format!("e{i}"),
+            ts: None,
+            kind: u.to_event(),
+        })
+        .collect();
+    let mut analysis = Analysis::new(AnalysisId::parse("contract").unwrap());
+    analysis
+        .apply_batch(events, 1_000, |_| false)
+        .unwrap_or_else(|e| panic!("event {} refused: {}", e.index, e.kind));
+    assert_eq!(analysis.status(), Status::Completed);
+    assert_eq!(analysis.snapshot().overall_progress, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn corrupt_inputs_fail_with_decode_failed() {
+    let f = fixtures();
+    for input in [&f.corrupt_mp4, &f.truncated_png] {
+        let (outcome, updates) = analyze(path(input), options(2.0, 2)).await;
+        let e = outcome.expect_err("a corrupt file cannot complete");
+        assert_eq!((e.code(), e.retryable()), ("decode_failed", false), "{e}");
+        match updates.last() {
+            Some(Update::Failed(info)) => assert_eq!(info.code, "decode_failed"),
+            other => panic!("expected a failed update last, got {other:?}"),
+        }
+        assert!(matches!(updates.first(), Some(Update::Started { .. })));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_input_is_input_not_found() {
+    let (outcome, updates) = analyze("/nonexistent/clip.mp4", options(2.0, 2)).await;
+    assert_eq!(outcome.unwrap_err().code(), "input_not_found");
+    let EventKind::Failed { error } = updates.last().unwrap().to_event() else {
+        panic!("expected failed");
+    };
+    assert!(
+        !error.retryable && error.message.contains("/nonexistent/clip.mp4"),
+        "{error:?}"
+    );
+}
+
+/// Cancelling while a batch is on the model stops that batch (ONNX Runtime's terminate
+/// flag) instead of waiting for it, and the run ends `Cancelled` with one terminal update.
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_mid_run_stops_the_batch_in_flight() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    let source = Source::parse(path(&fixtures().long_video)).unwrap();
+    let run = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { pipeline::run(model(), &source, &options(4.0, 8), cancel, tx).await }
+    });
+
+    // Batch 1 times a whole batch on the model; batch 2 is cancelled a quarter into it.
+    let (mut preprocessed, mut batch_time, mut cancelled_at) = (None, None, None);
+    let mut updates = Vec::new();
+    while let Some(u) = rx.recv().await {
+        if let Update::Progress(p) = &u {
+            match (p.stage, batch_time) {
+                (Stage::Preprocess, _) => preprocessed = Some(Instant::now()),
+                (Stage::Infer, None) => batch_time = preprocessed.map(|t| t.elapsed()),
+                _ => {}
+            }
+            if let (Stage::Preprocess, Some(batch)) = (p.stage, batch_time)
+                && cancelled_at.is_none()
+            {
+                tokio::time::sleep(batch / 4).await;
+                cancel.cancel();
+                cancelled_at = Some(Instant::now());
+            }
+        }
+        updates.push(u);
+    }
+    let stopped_after = cancelled_at.expect("cancelled").elapsed();
+    let batch = batch_time.unwrap();
+    eprintln!("a batch of 8 takes {batch:?}; stopping took {stopped_after:?}");
+    assert_eq!(run.await.unwrap().unwrap(), Outcome::Cancelled);
+    assert!(matches!(updates.last(), Some(Update::Cancelled)));
+    assert_eq!(updates.iter().filter(|u| u.is_terminal()).count(), 1);
+    let inferred = updates
+        .iter()
+        .filter(|u| matches!(u, Update::Progress(p) if p.stage == Stage::Infer))
+        .count();
+    assert_eq!(inferred, 1, "only the first batch finished");
+    assert!(
+        stopped_after < batch / 2,
+        "stopping took {stopped_after:?}, a whole batch takes {batch:?}"
+    );
+    assert!(Duration::ZERO < batch);
+}
+
+/// http(s) inputs are downloaded first; a 404 is `input_not_found`.
+#[tokio::test(flavor = "multi_thread")]
+async fn url_inputs_are_fetched() {
+    let server = HttpServer::start(&fixtures().dir);
+    let (outcome, updates) = analyze(&format!("{}/text.png", server.url), options(1.0, 1)).await;
+    let result = completed(outcome);
+    let truth = text_boxes(&image::open(&fixtures().text_png).unwrap().into_rgb8());
+    assert_finds_lines(&result.regions, 0, &truth);
+    assert!(
+        updates.iter().any(
+            |u| matches!(u, Update::Progress(p) if p.stage == Stage::Fetch && p.progress == 1.0)
+        )
+    );
+
+    let (outcome, _) = analyze(&format!("{}/missing.png", server.url), options(1.0, 1)).await;
+    assert_eq!(outcome.unwrap_err().code(), "input_not_found");
+    let (outcome, _) = analyze("http://127.0.0.1:9/x.png", options(1.0, 1)).await;
+    let e = outcome.unwrap_err();
+    assert_eq!(
+        (e.code(), e.retryable()),
+        ("input_fetch_failed", true),
+        "{e}"
+    );
+}
+
+/// Python's http.server over a folder, on a free loopback port, stopped on drop.
+struct HttpServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl HttpServer {
+    fn start(dir: &std::path::Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 is needed to serve test files over HTTP");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "http.server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

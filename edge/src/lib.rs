@@ -1,0 +1,21 @@
+//! Stagecast edge: a Cloudflare Worker that authenticates nodes and browsers and routes each
+//! analysis to its own Durable Object. Pure request logic lives in plain modules so it is
+//! tested natively; the workers-rs shell is compiled for wasm32 only.
+
+pub mod auth;
+pub mod config;
+pub mod credentials;
+pub mod forward;
+pub mod query;
+pub mod route;
+
+#[cfg(target_arch = "wasm32")]
+mod entry;
+#[cfg(target_arch = "wasm32")]
+mod log;
+#[cfg(target_arch = "wasm32")]
+mod object;
+#[cfg(target_arch = "wasm32")]
+mod respond;
+#[cfg(target_arch = "wasm32")]
+mod store;

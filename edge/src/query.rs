@@ -1,0 +1,68 @@
+//! The query parameters a reader may send, bounded.
+
+use stagecast_shared::limits::{DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("query parameter `{name}` must be {rule}, got {value:?}")]
+pub struct QueryError {
+    pub name: &'static str,
+    pub rule: &'static str,
+    pub value: String,
+}
+
+fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn non_negative(name: &'static str, value: &str) -> Result<u64, QueryError> {
+    value.parse::<u64>().map_err(|_| QueryError {
+        name,
+        rule: "a non-negative integer",
+        value: value.chars().take(32).collect(),
+    })
+}
+
+/// `since` of a WebSocket: absent means no replay.
+pub fn ws_since(pairs: &[(String, String)]) -> Result<Option<u64>, QueryError> {
+    param(pairs, "since").map(|v| non_negative("since", v)).transpose()
+}
+
+/// `since` (default 0) and `limit` (default and maximum from the contract's limits).
+pub fn events_page(pairs: &[(String, String)]) -> Result<(u64, usize), QueryError> {
+    let since = param(pairs, "since").map(|v| non_negative("since", v)).transpose()?.unwrap_or(0);
+    let limit = match param(pairs, "limit") {
+        None => DEFAULT_EVENTS_PAGE,
+        Some(v) => match non_negative("limit", v) {
+            Ok(n) if (1..=MAX_EVENTS_PAGE as u64).contains(&n) => n as usize,
+            _ => {
+                return Err(QueryError { name: "limit", rule: "an integer in 1..=1000", value: v.chars().take(32).collect() });
+            }
+        },
+    };
+    Ok((since, limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn since_is_optional_and_must_be_a_number() {
+        assert_eq!(ws_since(&q(&[])), Ok(None));
+        assert_eq!(ws_since(&q(&[("since", "0")])), Ok(Some(0)));
+        assert_eq!(ws_since(&q(&[("since", "-1")])).unwrap_err().name, "since");
+        assert!(ws_since(&q(&[("since", "abc")])).is_err());
+    }
+
+    #[test]
+    fn events_page_defaults_and_bounds() {
+        assert_eq!(events_page(&q(&[])), Ok((0, DEFAULT_EVENTS_PAGE)));
+        assert_eq!(events_page(&q(&[("since", "5"), ("limit", "1000")])), Ok((5, 1000)));
+        assert_eq!(events_page(&q(&[("limit", "0")])).unwrap_err().name, "limit");
+        assert_eq!(events_page(&q(&[("limit", "1001")])).unwrap_err().name, "limit");
+    }
+}

@@ -1,0 +1,47 @@
+//! Answers in the contract's shapes: JSON bodies, the error body, and WebSocket refusals.
+
+use stagecast_shared::api::ErrorBody;
+use stagecast_shared::close::CloseCode;
+use stagecast_shared::ws::SUBPROTOCOL;
+use worker::{Response, Result, WebSocket, WebSocketPair};
+
+pub fn json_response<T: serde::Serialize>(value: &T, status: u16) -> Result<Response> {
+    Ok(Response::from_json(value)?.with_status(status))
+}
+
+/// `{"error": {...}}` with the status its code carries.
+pub fn error_response(body: &ErrorBody) -> Result<Response> {
+    json_response(body, body.error.code.status())
+}
+
+/// Browsers cannot read the status of a failed handshake, so a refused WebSocket is
+/// accepted and closed at once with the contract's code and a readable reason.
+pub fn refuse_websocket(code: CloseCode, detail: &str, select_subprotocol: bool) -> Result<Response> {
+    refuse_websocket_with(code.code(), &format!("{}: {detail}", code.reason()), select_subprotocol)
+}
+
+/// Accepts and closes at once with any code.
+pub fn refuse_websocket_with(code: u16, reason: &str, select_subprotocol: bool) -> Result<Response> {
+    let pair = WebSocketPair::new()?;
+    pair.server.accept()?;
+    pair.server.close(Some(code), Some(truncate_reason(reason)))?;
+    websocket_response(pair.client, select_subprotocol)
+}
+
+/// The 101 answer, selecting `stagecast.v1` when the browser offered it.
+pub fn websocket_response(client: WebSocket, select_subprotocol: bool) -> Result<Response> {
+    let mut response = Response::from_websocket(client)?;
+    if select_subprotocol {
+        response.headers_mut().set("sec-websocket-protocol", SUBPROTOCOL)?;
+    }
+    Ok(response)
+}
+
+/// A close reason must fit in 123 bytes.
+pub fn truncate_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}

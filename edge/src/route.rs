@@ -1,0 +1,84 @@
+//! Maps a method and path onto the contract's routes, before anything is authenticated.
+
+/// One of the contract's routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    Snapshot(String),
+    Events(String),
+    Publish(String),
+    Cancel(String),
+    Subscribe(String),
+}
+
+/// Why a request matched no route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("no such route")]
+    NotFound,
+    #[error("{0} is not allowed on this route")]
+    MethodNotAllowed(String),
+}
+
+impl Route {
+    /// The analysis id in the path, unvalidated (validation names the field and the rule).
+    pub fn analysis_id(&self) -> Option<&str> {
+        match self {
+            Route::Health => None,
+            Route::Snapshot(id)
+            | Route::Events(id)
+            | Route::Publish(id)
+            | Route::Cancel(id)
+            | Route::Subscribe(id) => Some(id),
+        }
+    }
+
+    pub fn parse(method: &str, path: &str) -> Result<Route, RouteError> {
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let (route, allowed) = match segments.as_slice() {
+            ["healthz"] => (Route::Health, "GET"),
+            ["v1", "analyses", id] => (Route::Snapshot(id.to_string()), "GET"),
+            ["v1", "analyses", id, "events"] if method == "POST" => {
+                (Route::Publish(id.to_string()), "POST")
+            }
+            ["v1", "analyses", id, "events"] => (Route::Events(id.to_string()), "GET"),
+            ["v1", "analyses", id, "cancel"] => (Route::Cancel(id.to_string()), "POST"),
+            ["v1", "analyses", id, "ws"] => (Route::Subscribe(id.to_string()), "GET"),
+            _ => return Err(RouteError::NotFound),
+        };
+        if method == allowed || (method == "HEAD" && allowed == "GET") {
+            Ok(route)
+        } else {
+            Err(RouteError::MethodNotAllowed(method.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_contract_route_parses() {
+        assert_eq!(Route::parse("GET", "/healthz"), Ok(Route::Health));
+        assert_eq!(Route::parse("GET", "/v1/analyses/a1"), Ok(Route::Snapshot("a1".into())));
+        assert_eq!(Route::parse("GET", "/v1/analyses/a1/events"), Ok(Route::Events("a1".into())));
+        assert_eq!(Route::parse("POST", "/v1/analyses/a1/events"), Ok(Route::Publish("a1".into())));
+        assert_eq!(Route::parse("POST", "/v1/analyses/a1/cancel"), Ok(Route::Cancel("a1".into())));
+        assert_eq!(Route::parse("GET", "/v1/analyses/a1/ws"), Ok(Route::Subscribe("a1".into())));
+    }
+
+    #[test]
+    fn unknown_paths_and_wrong_methods_are_refused() {
+        assert_eq!(Route::parse("GET", "/v1/analyses"), Err(RouteError::NotFound));
+        assert_eq!(Route::parse("GET", "/v1/analyses/a/b/c"), Err(RouteError::NotFound));
+        assert_eq!(
+            Route::parse("DELETE", "/v1/analyses/a1"),
+            Err(RouteError::MethodNotAllowed("DELETE".into()))
+        );
+        assert_eq!(
+            Route::parse("GET", "/v1/analyses/a1/cancel"),
+            Err(RouteError::MethodNotAllowed("GET".into()))
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! The object's SQLite storage: the event log (frames ready to send, ids kept for dedupe
+//! after their frame is trimmed) and the state machine in one row.
+
+use serde::Deserialize;
+use stagecast_shared::stored::StoredEvent;
+use stagecast_shared::ws::ServerMessage;
+use stagecast_shared::Analysis;
+use worker::{Result, SqlStorage, SqlStorageValue};
+
+const STATE_KEY: &str = "analysis";
+
+pub struct Store {
+    sql: SqlStorage,
+}
+
+#[derive(Deserialize)]
+struct FrameRow {
+    frame: String,
+}
+
+#[derive(Deserialize)]
+struct ValueRow {
+    value: String,
+}
+
+#[derive(Deserialize)]
+struct SeqRow {
+    seq: Option<i64>,
+}
+
+fn seq_value(seq: u64) -> Result<SqlStorageValue> {
+    SqlStorageValue::try_from_i64(i64::try_from(seq).map_err(|e| worker::Error::RustError(e.to_string()))?)
+}
+
+impl Store {
+    pub fn new(sql: SqlStorage) -> Self {
+        Self { sql }
+    }
+
+    pub fn migrate(&self) -> Result<()> {
+        self.sql.exec(
+            "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, frame TEXT)",
+            None,
+        )?;
+        self.sql.exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)", None)?;
+        Ok(())
+    }
+
+    pub fn load_analysis(&self) -> Result<Option<Analysis>> {
+        let rows: Vec<ValueRow> =
+            self.sql.exec("SELECT value FROM meta WHERE key = ?", vec![STATE_KEY.into()])?.to_array()?;
+        rows.first().map(|row| Ok(serde_json::from_str(&row.value)?)).transpose()
+    }
+
+    pub fn save_analysis(&self, analysis: &Analysis) -> Result<()> {
+        let value = serde_json::to_string(analysis)?;
+        self.sql.exec(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            vec![STATE_KEY.into(), value.into()],
+        )?;
+        Ok(())
+    }
+
+    pub fn has_event(&self, event_id: &str) -> Result<bool> {
+        let rows: Vec<SeqRow> = self
+            .sql
+            .exec("SELECT seq FROM events WHERE event_id = ? LIMIT 1", vec![event_id.into()])?
+            .to_array()?;
+        Ok(!rows.is_empty())
+    }
+
+    pub fn insert_event(&self, event: &StoredEvent, frame: &str) -> Result<()> {
+        self.sql.exec(
+            "INSERT INTO events (seq, event_id, frame) VALUES (?, ?, ?)",
+            vec![seq_value(event.seq)?, event.event.id().into(), frame.into()],
+        )?;
+        Ok(())
+    }
+
+    /// Drops the frames of all but the newest `limit` events; their ids stay for dedupe.
+    pub fn trim_history(&self, last_seq: u64, limit: u64) -> Result<()> {
+        if last_seq > limit {
+            self.sql.exec(
+                "UPDATE events SET frame = NULL WHERE seq <= ? AND frame IS NOT NULL",
+                vec![seq_value(last_seq - limit)?],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn first_retained(&self) -> Result<Option<u64>> {
+        let rows: Vec<SeqRow> =
+            self.sql.exec("SELECT MIN(seq) AS seq FROM events WHERE frame IS NOT NULL", None)?.to_array()?;
+        Ok(rows.first().and_then(|r| r.seq).map(|s| s as u64))
+    }
+
+    fn frames(&self, since: u64, limit: Option<usize>) -> Result<Vec<String>> {
+        let limit = limit.map_or(-1, |l| l as i64);
+        let rows: Vec<FrameRow> = self
+            .sql
+            .exec(
+                "SELECT frame FROM events WHERE seq > ? AND frame IS NOT NULL ORDER BY seq LIMIT ?",
+                vec![seq_value(since)?, SqlStorageValue::Integer(limit)],
+            )?
+            .to_array()?;
+        Ok(rows.into_iter().map(|r| r.frame).collect())
+    }
+
+    /// The frames to replay after `since`, and whether that covers everything after it
+    /// (false when older events were trimmed, or `since` is ahead of the log).
+    pub fn frames_after(&self, since: u64, last_seq: u64) -> Result<(Vec<String>, bool)> {
+        if since >= last_seq {
+            return Ok((Vec::new(), since == last_seq));
+        }
+        let recovered = self.first_retained()?.is_some_and(|first| first <= since + 1);
+        Ok((self.frames(since, None)?, recovered))
+    }
+
+    /// A page of stored events after `since`.
+    pub fn events_after(&self, since: u64, limit: usize) -> Result<Vec<StoredEvent>> {
+        self.frames(since, Some(limit))?
+            .iter()
+            .map(|text| match serde_json::from_str(text)? {
+                ServerMessage::Event(stored) => Ok(stored),
+                other => Err(worker::Error::RustError(format!("not an event frame: {other:?}"))),
+            })
+            .collect()
+    }
+
+    /// Deletes everything: the retention period is over.
+    pub fn wipe(&self) -> Result<()> {
+        self.sql.exec("DELETE FROM events", None)?;
+        self.sql.exec("DELETE FROM meta", None)?;
+        Ok(())
+    }
+}

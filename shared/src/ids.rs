@@ -1,0 +1,85 @@
+//! Analysis ids and event ids.
+//!
+//! Both use the same rule: 1 to [`MAX_ID_LEN`] characters of `[A-Za-z0-9_-]`. Analysis
+//! ids appear in URLs and Durable Object names, event ids are chosen by nodes; one
+//! charset keeps both safe to log, to put in a URL and to use as a SQLite key.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::limits::MAX_ID_LEN;
+
+/// Why a string is not a valid id.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum IdError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most {max} characters, got {len}", max = MAX_ID_LEN)]
+    TooLong { len: usize },
+    #[error("may only hold A-Z, a-z, 0-9, '_' and '-', found {found:?}")]
+    BadChar { found: char },
+}
+
+/// Checks an id (analysis or event) against the shared rule.
+pub fn check_id(id: &str) -> Result<(), IdError> {
+    if id.is_empty() {
+        return Err(IdError::Empty);
+    }
+    if let Some(found) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    {
+        return Err(IdError::BadChar { found });
+    }
+    // Only ASCII is left, so bytes are characters.
+    if id.len() > MAX_ID_LEN {
+        return Err(IdError::TooLong { len: id.len() });
+    }
+    Ok(())
+}
+
+/// A checked analysis id. Build it with [`AnalysisId::parse`]; deserializing checks too.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AnalysisId(String);
+
+impl AnalysisId {
+    /// Checks `id` (e.g. the `{id}` of a URL). A failure is a 400 / close 4400.
+    pub fn parse(id: &str) -> Result<Self, IdError> {
+        check_id(id)?;
+        Ok(Self(id.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for AnalysisId {
+    type Error = IdError;
+
+    fn try_from(id: String) -> Result<Self, IdError> {
+        check_id(&id)?;
+        Ok(Self(id))
+    }
+}
+
+impl From<AnalysisId> for String {
+    fn from(id: AnalysisId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for AnalysisId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for AnalysisId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}

@@ -1,0 +1,35 @@
+//! Stagecast wire protocol v1 and the sans-IO state machine of one analysis.
+//!
+//! One source of truth for the edge (wasm32) and the node (native):
+//! - [`event`]: what nodes publish; [`stored`]: what the edge stores and sends;
+//!   [`snapshot`]: the state clients see; [`api`]: HTTP bodies and error codes;
+//!   [`ws`]: WebSocket messages; [`close`]: WebSocket close codes.
+//! - [`ids`] and [`limits`]: the bounds; [`validate`]: checking and parsing a publish body.
+//! - [`machine`]: the [`Analysis`] state machine (order, progress, ETA, cancel, stall, replay).
+//! - [`token`]: JWT verification against tenant keys, and minting.
+//!
+//! The contract itself is `protocol-v1.md`; TypeScript types for browsers are generated
+//! from these types into `client/types/protocol.ts` (see the `ts_export` test).
+
+pub mod api;
+pub mod close;
+pub mod event;
+pub mod ids;
+pub mod limits;
+pub mod machine;
+pub mod snapshot;
+pub mod stored;
+pub mod token;
+pub mod validate;
+pub mod ws;
+
+#[cfg(test)]
+mod ts_export;
+
+pub use api::{ApiError, ErrorBody, ErrorCode, PublishRequest, PublishResponse};
+pub use event::{Event, EventKind};
+pub use ids::AnalysisId;
+pub use machine::{Analysis, BatchOutcome, TransitionError};
+pub use snapshot::{Snapshot, Status};
+pub use stored::StoredEvent;
+pub use validate::parse_publish_body;

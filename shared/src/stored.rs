@@ -1,0 +1,99 @@
+//! Events as the edge stores and sends them: node events and the edge's own events,
+//! each with a per-analysis `seq`.
+
+use serde::{Deserialize, Deserializer, Serialize, de::Error as _};
+
+use crate::event::Event;
+
+/// An event the edge appends itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct EdgeEvent {
+    /// `edge:<seq>`: the `:` keeps it apart from node-chosen ids.
+    pub id: String,
+    #[serde(flatten)]
+    pub kind: EdgeEventKind,
+}
+
+/// The `type` of an edge event and its fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub enum EdgeEventKind {
+    /// A cancel was accepted (once per analysis); `by` is the requester's token `sub`.
+    CancelRequested { by: String },
+    /// A running analysis heard nothing from its node for `silent_ms`.
+    Stalled { silent_ms: u64 },
+}
+
+/// The id of the edge event stored at `seq`: `edge:<seq>`.
+///
+/// The `:` is outside the charset of node event ids, so an edge id never collides
+/// with (or is mistaken for a duplicate of) an id a node chose.
+pub fn edge_event_id(seq: u64) -> String {
+    format!("edge:{seq}")
+}
+
+/// The `event` of a stored event: from the node or from the edge, told apart by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub enum StoredEventBody {
+    Node(Event),
+    Edge(EdgeEvent),
+}
+
+impl StoredEventBody {
+    /// The event's id (node-chosen, or `edge:<seq>`).
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Node(event) => &event.id,
+            Self::Edge(event) => &event.id,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StoredEventBody {
+    /// Dispatches on `type` so that an unknown type reads as one clear error, rather
+    /// than serde's "did not match any variant of untagged enum".
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let is_edge = matches!(
+            value.get("type").and_then(serde_json::Value::as_str),
+            Some("cancel_requested" | "stalled")
+        );
+        let body = if is_edge {
+            serde_json::from_value(value).map(Self::Edge)
+        } else {
+            serde_json::from_value(value).map(Self::Node)
+        };
+        body.map_err(D::Error::custom)
+    }
+}
+
+/// An event as stored and sent by the edge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
+pub struct StoredEvent {
+    /// 1, 2, 3... per analysis, no gaps.
+    pub seq: u64,
+    /// The edge's clock when it stored the event (ms since the Unix epoch), never
+    /// earlier than the previous event's. The node's own clock stays in `event.ts`.
+    pub ts: i64,
+    pub event: StoredEventBody,
+    /// Overall progress (0..=1) once this event applied.
+    pub overall_progress: f64,
+    /// Estimated time left (ms) from `ts`, while running and once there is a rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_ms: Option<u64>,
+}
+
+/// `GET /v1/analyses/{id}/events?since=S&limit=L`: stored events with `seq > S`, and
+/// the analysis' current `last_seq` (more may follow when it is larger than the last event's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct EventsPage {
+    pub events: Vec<StoredEvent>,
+    pub last_seq: u64,
+}
