@@ -290,6 +290,9 @@ impl DurableObject for AnalysisObject {
             Err(_) => return Response::ok("misconfigured"),
         };
         let now = now_ms();
+        let id = self.with_analysis(None, |a| a.analysis_id().as_str().to_owned())?.unwrap_or_default();
+        let span = tracing::info_span!("alarm", analysis_id = %id);
+        let _enter = span.enter();
         let expired = self
             .with_analysis(None, |a| a.terminal_ts().is_some_and(|t| t.saturating_add(limits.retention_ms) <= now))?
             .unwrap_or(false);
