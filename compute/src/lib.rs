@@ -4,6 +4,31 @@
 //! - [`config`]: node and analysis settings; [`error`]: failures with contract codes.
 //! - [`model`]: manifests, the catalog, loaded models; [`runtime`]: ONNX Runtime itself.
 //! - [`pipeline`]: one analysis, stage by stage ([`pipeline::run`]).
+//!
+//! ```no_run
+//! # async fn node() -> Result<(), stagecast_compute::Error> {
+//! use std::sync::Arc;
+//! use stagecast_compute::{pipeline, CancellationToken, Catalog, Model, PipelineOptions, RuntimeOptions, Source};
+//!
+//! let runtime = RuntimeOptions::default();
+//! let catalog = Catalog::load(&runtime.models_dir)?;
+//! // blocking, once per model: keep the Arc and share it between analyses
+//! let model = Arc::new(Model::load(&catalog, "text-detect", &runtime)?);
+//! let source = Source::parse("https://example.com/clip.mp4")?;
+//! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+//! let cancel = CancellationToken::new(); // cancel() it when the edge asks
+//! let analysis = tokio::spawn(async move {
+//!     pipeline::run(model, &source, &PipelineOptions::default(), cancel, tx).await
+//! });
+//! while let Some(update) = rx.recv().await {
+//!     let event = update.to_event(); // give it an id and publish it
+//! #   let _ = event;
+//! }
+//! let outcome = analysis.await;
+//! # let _ = outcome;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod config;
 pub mod error;

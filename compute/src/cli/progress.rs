@@ -9,7 +9,8 @@ use stagecast_compute::{Stage, Update};
 const STEPS: u64 = 1000;
 
 pub struct Bars {
-    multi: MultiProgress,
+    // draws the bars; kept alive with them
+    _multi: MultiProgress,
     bars: HashMap<Stage, ProgressBar>,
     regions: usize,
 }
@@ -29,7 +30,7 @@ impl Bars {
             })
             .collect();
         Self {
-            multi,
+            _multi: multi,
             bars,
             regions: 0,
         }
@@ -45,7 +46,11 @@ impl Bars {
                     (Some(done), None) => format!("{done} frames"),
                     _ => String::new(),
                 };
-                let message = [frames, u.message.clone().unwrap_or_default()]
+                let regions = match u.stage {
+                    Stage::Postprocess => format!("{} regions", self.regions),
+                    _ => String::new(),
+                };
+                let message = [frames, u.message.clone().unwrap_or_default(), regions]
                     .into_iter()
                     .filter(|s| !s.is_empty())
                     .collect::<Vec<_>>()
@@ -55,17 +60,12 @@ impl Bars {
                     bar.finish();
                 }
             }
-            Update::Partial(regions) => {
-                self.regions += regions.len();
-                self.bars[&Stage::Postprocess]
-                    .set_message(format!("{} regions so far", self.regions));
-            }
-            Update::Started { .. } => {}
-            Update::Completed(_) | Update::Failed(_) | Update::Cancelled => {
-                for bar in self.bars.values() {
-                    bar.abandon();
-                }
-                let _ = self.multi.clear();
+            // counted now, shown with the next postprocess progress
+            Update::Partial(regions) => self.regions += regions.len(),
+            Update::Started { .. } | Update::Completed(_) => {}
+            // bars stop where the analysis stopped
+            Update::Failed(_) | Update::Cancelled => {
+                self.bars.values().for_each(ProgressBar::abandon)
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Stage 2: turn the input file into RGB frames. Still images go through the `image`
 //! crate; anything else through an ffmpeg subprocess, sampled at the requested rate and
-//! streamed frame by frame so long videos never sit in memory.
+//! streamed frame by frame so long videos never sit in memory. ffmpeg also scales video
+//! frames to the model's input size: faster than resizing here, and in its own process.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -22,6 +23,7 @@ pub struct Frame {
 
 /// The frames of an input, arriving as they are decoded. Dropping it stops the decoder.
 pub struct Frames {
+    /// The input's own frame size (frames may arrive scaled to the model's input size).
     pub width: u32,
     pub height: u32,
     /// How many frames to expect, when the container says how long it is.
@@ -46,7 +48,13 @@ impl Drop for Frames {
 }
 
 /// Opens `path`, an image or a video sampled at `fps`; `buffer` frames are decoded ahead.
-pub async fn open(path: &Path, fps: f64, buffer: usize) -> Result<Frames, Error> {
+/// `scaled_size` gives the size video frames should arrive at for a given frame size.
+pub async fn open(
+    path: &Path,
+    fps: f64,
+    buffer: usize,
+    scaled_size: impl Fn(u32, u32) -> (u32, u32),
+) -> Result<Frames, Error> {
     let (tx, rx) = mpsc::channel(buffer.max(1));
     if let Some(image) = still_image(path.to_owned()).await? {
         let (width, height) = image.dimensions();
@@ -64,11 +72,12 @@ pub async fn open(path: &Path, fps: f64, buffer: usize) -> Result<Frames, Error>
     let probe = probe(path).await?;
     let fps = probe.frame_rate.map_or(fps, |source| fps.min(source));
     let expected = probe.duration.map(|d| ((d * fps).round() as u64).max(1));
+    let (scaled_w, scaled_h) = scaled_size(probe.width, probe.height);
     let mut child = Command::new("ffmpeg")
         .args(["-v", "error", "-nostdin", "-i"])
         .arg(path)
         .args(["-map", "0:v:0", "-vf"])
-        .arg(format!("fps={fps}"))
+        .arg(format!("fps={fps},scale={scaled_w}:{scaled_h}:flags=area"))
         .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -76,12 +85,11 @@ pub async fn open(path: &Path, fps: f64, buffer: usize) -> Result<Frames, Error>
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| Error::DecoderUnavailable(format!("ffmpeg: {e}")))?;
-    let (width, height) = (probe.width, probe.height);
     let task = tokio::spawn(async move {
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let stderr = tokio::spawn(read_all(stderr));
-        let mut sent = read_frames(stdout, width, height, &tx).await;
+        let mut sent = read_frames(stdout, scaled_w, scaled_h, &tx).await;
         if sent.is_ok() {
             let status = child.wait().await;
             let errors = stderr.await.unwrap_or_default();
@@ -99,8 +107,8 @@ pub async fn open(path: &Path, fps: f64, buffer: usize) -> Result<Frames, Error>
         }
     });
     Ok(Frames {
-        width,
-        height,
+        width: probe.width,
+        height: probe.height,
         expected,
         rx,
         task: Some(task),

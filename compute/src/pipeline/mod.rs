@@ -90,17 +90,15 @@ async fn analyze(
     else {
         return Ok(Outcome::Cancelled);
     };
-    let Some(mut frames) = until_cancelled(
-        cancel,
-        decode::open(local.path(), options.fps, 2 * batch_size),
-    )
-    .await
-    .transpose()?
-    else {
+    let input = &manifest.input;
+    let open = decode::open(local.path(), options.fps, 2 * batch_size, |w, h| {
+        input.size_for(w, h)
+    });
+    let Some(mut frames) = until_cancelled(cancel, open).await.transpose()? else {
         return Ok(Outcome::Cancelled);
     };
     let frame_size = (frames.width, frames.height);
-    let input_size = manifest.input.size_for(frames.width, frames.height);
+    let input_size = input.size_for(frames.width, frames.height);
     let expected = frames.expected;
     tracing::debug!(?frame_size, ?input_size, ?expected, batch_size, "decoding");
 
@@ -128,7 +126,7 @@ async fn analyze(
         report.frames(Stage::Decode, done, expected);
         let decode_ms = lap();
 
-        let spec = manifest.input.clone();
+        let spec = input.clone();
         let images: Vec<_> = batch.into_iter().map(|f| f.image).collect();
         let tensor =
             tokio::task::spawn_blocking(move || preprocess::batch(&images, &spec, input_size))

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
-use image::RgbImage;
 use stagecast_compute::pipeline::{self, Outcome};
 use stagecast_compute::{
     CancellationToken, Catalog, Error, Model, PipelineOptions, RuntimeOptions, Source, Update,
@@ -44,11 +43,14 @@ pub const HEIGHT: u32 = 352;
 pub struct Fixtures {
     _dir: tempfile::TempDir,
     pub dir: PathBuf,
-    /// `LINES` in black on white.
+    /// `LINES` in black on white, `WIDTH` x `HEIGHT`.
     pub text_png: PathBuf,
     pub blank_png: PathBuf,
-    /// 2 s at 25 fps: white for 1 s, then `LINES`.
+    /// 1280x720 (bigger than the model takes), 2 s at 25 fps: white for 1 s, then
+    /// `LINES` drawn twice as big.
     pub video: PathBuf,
+    /// A frame of `video` from after the text appears.
+    pub video_frame_png: PathBuf,
     /// 20 s of `LINES`, for cancelling.
     pub long_video: PathBuf,
     /// An mp4 header then garbage.
@@ -57,32 +59,56 @@ pub struct Fixtures {
     pub truncated_png: PathBuf,
 }
 
+/// The ffmpeg filters drawing `LINES` magnified `scale` times.
+fn draw_lines(scale: u32, enable: &str) -> String {
+    LINES
+        .iter()
+        .map(|l| {
+            format!(
+                "drawtext=fontfile={FONT}:text='{}':fontsize={}:fontcolor=black:x={}:y={}{enable}",
+                l.text,
+                l.size * scale,
+                l.x * scale,
+                l.y * scale
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub fn fixtures() -> &'static Fixtures {
     static FIXTURES: OnceLock<Fixtures> = OnceLock::new();
     FIXTURES.get_or_init(|| {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().to_owned();
         let p = |name: &str| dir.join(name);
-        let size = format!("{WIDTH}x{HEIGHT}");
-        let text = |enable: &str| {
-            LINES
-                .iter()
-                .map(|l| {
-                    format!(
-                        "drawtext=fontfile={FONT}:text='{}':fontsize={}:fontcolor=black:x={}:y={}{enable}",
-                        l.text, l.size, l.x, l.y
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let white = |seconds: &str| format!("color=c=white:s={size}:d={seconds}:r=25");
-        ffmpeg(&["-f", "lavfi", "-i", &white("1"), "-vf", &text(""), "-frames:v", "1"], &p("text.png"));
-        ffmpeg(&["-f", "lavfi", "-i", &white("1"), "-frames:v", "1"], &p("blank.png"));
+        let white = |size: &str, seconds: u32| format!("color=c=white:s={size}:d={seconds}:r=25");
+        let small = format!("{WIDTH}x{HEIGHT}");
+        let one_frame = ["-frames:v", "1"];
         let h264 = ["-c:v", "libx264", "-pix_fmt", "yuv420p"];
-        let later = text(":enable='gte(t,1)'");
-        ffmpeg(&[&["-f", "lavfi", "-i", &white("2"), "-vf", &later][..], &h264].concat(), &p("video.mp4"));
-        ffmpeg(&[&["-f", "lavfi", "-i", &white("20"), "-vf", &text("")][..], &h264].concat(), &p("long.mp4"));
+        let lavfi = |size: &str, seconds: u32, filters: String, rest: &[&str], out: &str| {
+            let source = white(size, seconds);
+            let mut args = vec!["-f", "lavfi", "-i", &source];
+            if !filters.is_empty() {
+                args.extend(["-vf", &filters]);
+            }
+            args.extend(rest);
+            ffmpeg(&args, &p(out));
+        };
+        lavfi(&small, 1, draw_lines(1, ""), &one_frame, "text.png");
+        lavfi(&small, 1, String::new(), &one_frame, "blank.png");
+        lavfi(
+            "1280x720",
+            2,
+            draw_lines(2, ":enable='gte(t,1)'"),
+            &h264,
+            "video.mp4",
+        );
+        lavfi(&small, 20, draw_lines(1, ""), &h264, "long.mp4");
+        ffmpeg(
+            &["-ss", "1.5", "-i", path(&p("video.mp4")), "-frames:v", "1"],
+            &p("video_frame.png"),
+        );
         let mut corrupt = b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom".to_vec();
         corrupt.extend((0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
         std::fs::write(p("corrupt.mp4"), corrupt).unwrap();
@@ -92,6 +118,7 @@ pub fn fixtures() -> &'static Fixtures {
             text_png: p("text.png"),
             blank_png: p("blank.png"),
             video: p("video.mp4"),
+            video_frame_png: p("video_frame.png"),
             long_video: p("long.mp4"),
             corrupt_mp4: p("corrupt.mp4"),
             truncated_png: p("truncated.png"),
@@ -111,14 +138,17 @@ fn ffmpeg(args: &[&str], out: &Path) {
     assert!(status.success(), "ffmpeg {args:?} failed");
 }
 
-/// The bounding box `(x, y, w, h)` of each line's dark pixels in `image`: where the text
-/// really is, measured rather than assumed from font metrics.
-pub fn text_boxes(image: &RgbImage) -> Vec<(f64, f64, f64, f64)> {
+/// The bounding box `(x, y, w, h)` of each line's dark pixels in `image`, where `LINES`
+/// were drawn `scale` times as big: where the text really is, measured rather than
+/// assumed from font metrics.
+pub fn text_boxes(image: &Path, scale: u32) -> Vec<(f64, f64, f64, f64)> {
+    let image = image::open(image).expect("fixture image").into_rgb8();
     LINES
         .iter()
         .map(|l| {
+            let (y, size) = (l.y * scale, l.size * scale);
             let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
-            for y in l.y.saturating_sub(l.size / 2)..(l.y + 2 * l.size).min(image.height()) {
+            for y in y.saturating_sub(size / 2)..(y + 2 * size).min(image.height()) {
                 for x in 0..image.width() {
                     if image.get_pixel(x, y).0.iter().all(|&c| c < 128) {
                         (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
