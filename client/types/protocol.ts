@@ -199,7 +199,7 @@ export type CancelResponse = { cancel_requested: boolean, };
  * Every error's code. Each one carries its HTTP status (`ErrorCode::status`); the
  * same codes appear in WebSocket `error` messages.
  */
-export type ErrorCode = "invalid_analysis_id" | "invalid_json" | "invalid_event" | "invalid_request" | "invalid_message" | "missing_token" | "invalid_token" | "token_expired" | "insufficient_scope" | "analysis_not_granted" | "not_found" | "method_not_allowed" | "not_started" | "already_started" | "analysis_finished" | "progress_backwards" | "unknown_stage" | "payload_too_large" | "rate_limited" | "internal" | "unavailable";
+export type ErrorCode = "invalid_analysis_id" | "invalid_json" | "invalid_event" | "invalid_request" | "invalid_message" | "missing_token" | "invalid_token" | "token_expired" | "insufficient_scope" | "analysis_not_granted" | "not_found" | "analysis_not_found" | "method_not_allowed" | "not_started" | "already_started" | "analysis_finished" | "progress_backwards" | "unknown_stage" | "analysis_exists" | "payload_too_large" | "rate_limited" | "internal" | "unavailable";
 
 /**
  * `{"error": {"code": "...", "message": "..."}}`, the body of every error answer.

@@ -7,6 +7,8 @@ use stagecast_shared::limits::MAX_MESSAGE_LEN;
 pub enum Error {
     #[error("input not found: {0}")]
     InputNotFound(String),
+    #[error("unsupported input: {0}")]
+    UnsupportedInput(String),
     #[error("fetching the input failed: {message}")]
     InputFetchFailed { message: String, retryable: bool },
     #[error("the input could not be decoded: {0}")]
@@ -30,6 +32,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Self::InputNotFound(_) => "input_not_found",
+            Self::UnsupportedInput(_) => "unsupported_input",
             Self::InputFetchFailed { .. } => "input_fetch_failed",
             Self::DecodeFailed(_) => "decode_failed",
             Self::DecoderUnavailable(_) => "decoder_unavailable",
@@ -49,6 +52,7 @@ impl Error {
             // another node may have ffmpeg or a GPU that works
             Self::DecoderUnavailable(_) | Self::InferenceFailed(_) | Self::Internal(_) => true,
             Self::InputNotFound(_)
+            | Self::UnsupportedInput(_)
             | Self::DecodeFailed(_)
             | Self::UnknownModel { .. }
             | Self::ModelLoadFailed { .. }

@@ -4,6 +4,9 @@
 //! - [`config`]: node and analysis settings; [`error`]: failures with contract codes.
 //! - [`model`]: manifests, the catalog, loaded models; [`runtime`]: ONNX Runtime itself.
 //! - [`pipeline`]: one analysis, stage by stage ([`pipeline::run`]).
+//! - [`publish`]: its events to the edge, through a durable outbox, never losing one.
+//! - [`jobs`] and [`serve`]: the daemon's queue and its HTTP API; [`tracker`]: an
+//!   analysis' state as the edge will show it.
 //!
 //! ```no_run
 //! # async fn node() -> Result<(), stagecast_compute::Error> {
@@ -32,9 +35,13 @@
 
 pub mod config;
 pub mod error;
+pub mod jobs;
 pub mod model;
 pub mod pipeline;
+pub mod publish;
 pub mod runtime;
+pub mod serve;
+pub mod tracker;
 
 pub use config::{Device, PipelineOptions, RuntimeOptions};
 pub use error::Error;

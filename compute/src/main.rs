@@ -1,11 +1,10 @@
-//! `stagecast-node`: the compute node's CLI (and, later, its daemon).
+//! `stagecast-node`: the compute node's daemon (`serve`) and CLI.
 
 mod cli;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -17,7 +16,14 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match cli::run(cli::Cli::parse()).await {
+    let cli = match cli::parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli::run(cli).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -14,12 +14,26 @@ fn node(args: &[&str]) -> Output {
         .expect("run stagecast-node")
 }
 
-/// stdout of `--json`: one contract event per line.
+/// stdout of `--json`: one contract event per line, then `{"snapshot": ...}`.
 fn events(out: &Output) -> Vec<EventKind> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    let last: serde_json::Value = serde_json::from_str(lines.pop().expect("output")).unwrap();
+    assert!(
+        last["snapshot"].is_object(),
+        "last line is not the snapshot: {last}"
+    );
+    lines
+        .into_iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
+}
+
+/// The final snapshot line of `--json`.
+fn snapshot(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().expect("output");
+    serde_json::from_str::<serde_json::Value>(last).unwrap()["snapshot"].clone()
 }
 
 #[test]
@@ -57,6 +71,14 @@ fn analyze_json_streams_contract_events() {
     };
     assert_eq!(result.frames_processed, 4);
     assert!(result.flagged && !result.regions.is_empty());
+    let snapshot = snapshot(&out);
+    assert_eq!(
+        (
+            snapshot["status"].as_str(),
+            snapshot["overall_progress"].as_f64()
+        ),
+        (Some("completed"), Some(1.0))
+    );
 }
 
 #[test]
@@ -127,4 +149,80 @@ fn bad_flags_and_missing_runtime_are_clear_errors() {
         assert_eq!(out.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&out.stdout).contains("--features cuda"));
     }
+}
+
+#[test]
+fn token_mints_what_the_edge_verifies_and_says_what_is_missing() {
+    use stagecast_shared::token::{KeySet, Scope, verify};
+    const SECRET: &str = "cli-test-secret-0123456789abcdef0123";
+    let mint = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_stagecast-node"))
+            .args(args)
+            .env("STAGECAST_NODE_SECRET", SECRET)
+            .output()
+            .unwrap()
+    };
+    let out = mint(&["token", "viewer", "--analysis", "a1", "--ttl", "60"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let verified = verify(token.trim(), &KeySet::dev(SECRET).unwrap(), now).unwrap();
+    assert!(
+        verified.claims.has_scope(Scope::Subscribe) && verified.claims.has_scope(Scope::Cancel)
+    );
+    assert!(!verified.claims.has_scope(Scope::Publish));
+    assert_eq!(verified.claims.analyses, ["a1"]);
+    assert!(verified.claims.exp - now <= 60);
+
+    let admin = mint(&["token", "admin"]);
+    let admin = verify(
+        String::from_utf8(admin.stdout).unwrap().trim(),
+        &KeySet::dev(SECRET).unwrap(),
+        now,
+    )
+    .unwrap();
+    assert!(admin.claims.has_scope(Scope::Admin) && admin.claims.grants_analysis("anything"));
+
+    let out = node(&["token", "viewer"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no signing key"));
+}
+
+#[test]
+fn config_file_settings_apply_and_unknown_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, "ort-dylib = \"/from/config/libonnxruntime.so\"\n").unwrap();
+    let out = node(&[
+        "--config",
+        path(&config),
+        "analyze",
+        path(&fixtures().text_png),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/from/config/libonnxruntime.so"));
+    // a flag beats the file
+    let out = node(&[
+        "--config",
+        path(&config),
+        "--ort-dylib",
+        "/from/flag.so",
+        "models",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("/from/flag.so"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    std::fs::write(&config, "[analyze]\nfsp = 3\n").unwrap();
+    let out = node(&["--config", path(&config), "models"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown setting [analyze] fsp"));
 }

@@ -141,6 +141,26 @@ async fn missing_input_is_input_not_found() {
     );
 }
 
+#[test]
+fn only_paths_and_http_urls_are_inputs() {
+    for ok in [
+        "/tmp/a.mp4",
+        "clip.mp4",
+        "http://127.0.0.1/a.png",
+        "https://x.test/v.mp4",
+    ] {
+        assert!(Source::parse(ok).is_ok(), "{ok}");
+    }
+    for bad in ["", "  ", "ftp://host/a.mp4", "s3://bucket/key", "https://"] {
+        let e = Source::parse(bad).expect_err(bad);
+        assert_eq!(
+            (e.code(), e.retryable()),
+            ("unsupported_input", false),
+            "{bad}"
+        );
+    }
+}
+
 /// Cancelling while a batch is on the model stops that batch (ONNX Runtime's terminate
 /// flag) instead of waiting for it, and the run ends `Cancelled` with one terminal update.
 #[tokio::test(flavor = "multi_thread")]

@@ -14,7 +14,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub const DEV_SECRET: &str = "e2e-dev-secret-0123456789abcdef0123";
 
 pub fn now_s() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// Mints tokens of the dev tenant.
@@ -34,7 +37,10 @@ impl Tokens {
         Self::sign(&Self::claims(&[Scope::Publish], &[analysis]))
     }
     pub fn viewer(analysis: &str) -> String {
-        Self::sign(&Self::claims(&[Scope::Subscribe, Scope::Cancel], &[analysis]))
+        Self::sign(&Self::claims(
+            &[Scope::Subscribe, Scope::Cancel],
+            &[analysis],
+        ))
     }
 }
 
@@ -43,11 +49,17 @@ pub fn sample_events(n: usize) -> Vec<Value> {
     let mut events = vec![json!({"id": "e-start", "type": "started",
         "stages": [{"name": "decode", "weight": 1.0}, {"name": "infer", "weight": 3.0}]})];
     for i in 1..=n {
-        let (stage, p) = if i <= n / 2 { ("decode", i as f64 / (n / 2) as f64) } else { ("infer", (i - n / 2) as f64 / (n - n / 2) as f64) };
+        let (stage, p) = if i <= n / 2 {
+            ("decode", i as f64 / (n / 2) as f64)
+        } else {
+            ("infer", (i - n / 2) as f64 / (n - n / 2) as f64)
+        };
         events.push(json!({"id": format!("e-{i}"), "type": "progress", "stage": stage, "stage_progress": p}));
     }
-    events.push(json!({"id": "e-done", "type": "completed", "result": {"score": 0.9, "flagged": true,
-        "frames_processed": 10, "total_frames": 10, "regions": [], "validation_required": false}}));
+    events.push(
+        json!({"id": "e-done", "type": "completed", "result": {"score": 0.9, "flagged": true,
+        "frames_processed": 10, "total_frames": 10, "regions": [], "validation_required": false}}),
+    );
     events
 }
 
@@ -80,7 +92,9 @@ impl Subscriber {
     /// The next JSON message, skipping pongs; fails after `timeout`.
     pub async fn next_json(&mut self, timeout: Duration) -> anyhow::Result<Value> {
         loop {
-            let msg = tokio::time::timeout(timeout, self.ws.next()).await?.ok_or_else(|| anyhow::anyhow!("socket ended"))??;
+            let msg = tokio::time::timeout(timeout, self.ws.next())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("socket ended"))??;
             match msg {
                 Message::Text(t) => return Ok(serde_json::from_str(&t)?),
                 Message::Close(frame) => anyhow::bail!("closed: {frame:?}"),
@@ -94,7 +108,9 @@ impl Subscriber {
         loop {
             let msg = tokio::time::timeout(timeout, self.ws.next()).await?;
             match msg {
-                Some(Ok(Message::Close(Some(CloseFrame { code, reason })))) => return Ok((code.into(), reason.to_string())),
+                Some(Ok(Message::Close(Some(CloseFrame { code, reason })))) => {
+                    return Ok((code.into(), reason.to_string()));
+                }
                 Some(Ok(Message::Close(None))) | None => anyhow::bail!("closed without a code"),
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => anyhow::bail!("socket error before close: {e}"),
@@ -103,12 +119,18 @@ impl Subscriber {
     }
 
     pub async fn send_json(&mut self, value: &Value) -> anyhow::Result<()> {
-        self.ws.send(Message::Text(value.to_string().into())).await?;
+        self.ws
+            .send(Message::Text(value.to_string().into()))
+            .await?;
         Ok(())
     }
 
     /// Collects event frames until one with `seq == last`.
-    pub async fn events_until(&mut self, last: u64, timeout: Duration) -> anyhow::Result<Vec<Value>> {
+    pub async fn events_until(
+        &mut self,
+        last: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<Value>> {
         let mut events = Vec::new();
         while events.last().and_then(|e: &Value| e["seq"].as_u64()) != Some(last) {
             let msg = self.next_json(timeout).await?;

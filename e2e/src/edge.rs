@@ -36,11 +36,18 @@ fn unregister_group(pgid: i32) {
 
 /// The repository root (this crate lives in `<root>/e2e`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Settings of one edge; `vars` become wrangler `--var`s.
@@ -64,9 +71,16 @@ impl Edge {
         let config = EdgeConfig {
             port: free_port(),
             state_dir: state.path().to_path_buf(),
-            vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            vars: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
-        let mut edge = Edge { config, child: None, _state: Some(state) };
+        let mut edge = Edge {
+            config,
+            child: None,
+            _state: Some(state),
+        };
         edge.spawn().await?;
         Ok(edge)
     }
@@ -88,17 +102,35 @@ impl Edge {
         let log = std::fs::File::create(self.config.state_dir.join("wrangler.log"))?;
         let mut cmd = Command::new(&wrangler);
         cmd.current_dir(&root)
-            .args(["dev", "--config", "wrangler.toml", "--ip", "127.0.0.1", "--port"])
+            .args([
+                "dev",
+                "--config",
+                "wrangler.toml",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+            ])
             .arg(self.config.port.to_string())
             .arg("--persist-to")
             .arg(&self.config.state_dir)
             // Its own inspector port, so several edges can run side by side.
             .arg("--inspector-port")
             .arg(free_port().to_string())
-            .args(["--log-level", "info", "--show-interactive-dev-session=false"])
+            .args([
+                "--log-level",
+                "info",
+                "--show-interactive-dev-session=false",
+            ])
             .env("WRANGLER_SEND_METRICS", "false")
             .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
-            .env("PATH", format!("{}:{}", root.join("node_modules/.bin").display(), std::env::var("PATH").unwrap_or_default()))
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    root.join("node_modules/.bin").display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -106,7 +138,9 @@ impl Edge {
         for (k, v) in &self.config.vars {
             cmd.arg("--var").arg(format!("{k}:{v}"));
         }
-        let child = cmd.spawn().with_context(|| format!("starting {}", wrangler.display()))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", wrangler.display()))?;
         register_group(child.id() as i32);
         self.child = Some(child);
         self.wait_ready(Duration::from_secs(90)).await
@@ -117,10 +151,19 @@ impl Edge {
         let url = format!("{}/healthz", self.base_url());
         let client = reqwest::Client::new();
         while Instant::now() < deadline {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 bail!("wrangler exited with {status}: {}", self.log_tail());
             }
-            if client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+            if client
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -130,7 +173,8 @@ impl Edge {
 
     /// The last lines wrangler and workerd printed, for failure messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.config.state_dir.join("wrangler.log")).unwrap_or_default();
+        let text =
+            std::fs::read_to_string(self.config.state_dir.join("wrangler.log")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
@@ -163,7 +207,9 @@ impl Drop for Edge {
 pub async fn shared_edge() -> &'static Edge {
     static EDGE: tokio::sync::OnceCell<Edge> = tokio::sync::OnceCell::const_new();
     EDGE.get_or_init(|| async {
-        Edge::start(&[("STAGECAST_DEV_SECRET", crate::client::DEV_SECRET)]).await.expect("edge starts")
+        Edge::start(&[("STAGECAST_DEV_SECRET", crate::client::DEV_SECRET)])
+            .await
+            .expect("edge starts")
     })
     .await
 }

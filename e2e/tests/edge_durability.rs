@@ -9,12 +9,17 @@ use stagecast_e2e::{Edge, Subscriber, Tokens};
 const T: Duration = Duration::from_secs(15);
 
 fn ws_url(edge: &Edge, id: &str, since: u64) -> String {
-    edge.ws_url(&format!("/v1/analyses/{id}/ws?since={since}&token={}", Tokens::viewer(id)))
+    edge.ws_url(&format!(
+        "/v1/analyses/{id}/ws?since={since}&token={}",
+        Tokens::viewer(id)
+    ))
 }
 
 #[tokio::test]
 async fn sigkill_and_restart_mid_analysis_loses_nothing() {
-    let mut edge = Edge::start(&[("STAGECAST_DEV_SECRET", DEV_SECRET)]).await.unwrap();
+    let mut edge = Edge::start(&[("STAGECAST_DEV_SECRET", DEV_SECRET)])
+        .await
+        .unwrap();
     let id = "restart";
     let events = sample_events(10);
     let mut sub = Subscriber::connect(&ws_url(&edge, id, 0)).await.unwrap();
@@ -27,22 +32,39 @@ async fn sigkill_and_restart_mid_analysis_loses_nothing() {
     let last = seen.last().unwrap()["seq"].as_u64().unwrap();
     let mut sub = Subscriber::connect(&ws_url(&edge, id, last)).await.unwrap();
     let hello = sub.next_json(T).await.unwrap();
-    assert_eq!((hello["recovered"].as_bool(), hello["snapshot"]["last_seq"].as_u64()), (Some(true), Some(5)));
+    assert_eq!(
+        (
+            hello["recovered"].as_bool(),
+            hello["snapshot"]["last_seq"].as_u64()
+        ),
+        (Some(true), Some(5))
+    );
     // The node retries the batch it was sending when the edge died: nothing is stored twice.
     let (status, body) = publish(&edge.base_url(), id, &Tokens::node(id), &events[3..]).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((body["accepted"].as_u64(), body["duplicates"].as_u64()), (Some(7), Some(2)));
+    assert_eq!(
+        (body["accepted"].as_u64(), body["duplicates"].as_u64()),
+        (Some(7), Some(2))
+    );
     seen.extend(sub.events_until(12, T).await.unwrap());
     let seqs: Vec<u64> = seen.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
-    let ids: Vec<&str> = seen.iter().map(|e| e["event"]["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = seen
+        .iter()
+        .map(|e| e["event"]["id"].as_str().unwrap())
+        .collect();
     let expected: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
     assert_eq!(ids, expected, "every event exactly once, in order");
 }
 
 #[tokio::test]
 async fn a_silent_analysis_stalls_then_runs_again() {
-    let edge = Edge::start(&[("STAGECAST_DEV_SECRET", DEV_SECRET), ("STAGECAST_STALL_TIMEOUT_MS", "1500")]).await.unwrap();
+    let edge = Edge::start(&[
+        ("STAGECAST_DEV_SECRET", DEV_SECRET),
+        ("STAGECAST_STALL_TIMEOUT_MS", "1500"),
+    ])
+    .await
+    .unwrap();
     let id = "stall";
     let events = sample_events(4);
     publish(&edge.base_url(), id, &Tokens::node(id), &events[..2]).await;
@@ -52,9 +74,15 @@ async fn a_silent_analysis_stalls_then_runs_again() {
     assert_eq!(stalled["event"]["type"], "stalled", "{stalled}");
     assert!(stalled["event"]["silent_ms"].as_u64().unwrap() >= 1500);
     sub.send_json(&json!({"type": "snapshot"})).await.unwrap();
-    assert_eq!(sub.next_json(T).await.unwrap()["snapshot"]["status"], "stalled");
+    assert_eq!(
+        sub.next_json(T).await.unwrap()["snapshot"]["status"],
+        "stalled"
+    );
     publish(&edge.base_url(), id, &Tokens::node(id), &events[2..3]).await;
     assert_eq!(sub.next_json(T).await.unwrap()["event"]["type"], "progress");
     sub.send_json(&json!({"type": "snapshot"})).await.unwrap();
-    assert_eq!(sub.next_json(T).await.unwrap()["snapshot"]["status"], "running");
+    assert_eq!(
+        sub.next_json(T).await.unwrap()["snapshot"]["status"],
+        "running"
+    );
 }

@@ -11,23 +11,37 @@ async fn get(url: &str, token: Option<&str>) -> (u16, Value) {
         req = req.bearer_auth(t);
     }
     let resp = req.send().await.unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+    (
+        resp.status().as_u16(),
+        resp.json().await.unwrap_or(Value::Null),
+    )
 }
 
 fn assert_error(body: &Value, code: &str) {
     assert_eq!(body["error"]["code"], code, "body: {body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "body: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "body: {body}"
+    );
 }
 
 #[tokio::test]
 async fn health_and_unknown_routes() {
     let edge = shared_edge().await;
-    let resp = reqwest::get(format!("{}/healthz", edge.base_url())).await.unwrap();
+    let resp = reqwest::get(format!("{}/healthz", edge.base_url()))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let (status, body) = get(&format!("{}/nope", edge.base_url()), None).await;
     assert_eq!(status, 404);
     assert_error(&body, "not_found");
-    let resp = reqwest::Client::new().delete(format!("{}/v1/analyses/a", edge.base_url())).send().await.unwrap();
+    let resp = reqwest::Client::new()
+        .delete(format!("{}/v1/analyses/a", edge.base_url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 405);
     assert_error(&resp.json().await.unwrap(), "method_not_allowed");
 }
@@ -40,18 +54,34 @@ async fn a_full_analysis_is_stored_in_order_and_readable() {
     let events = sample_events(6);
     let (status, body) = publish(&base, id, &Tokens::node(id), &events).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, json!({"accepted": 8, "duplicates": 0, "last_seq": 8, "cancel_requested": false}));
+    assert_eq!(
+        body,
+        json!({"accepted": 8, "duplicates": 0, "last_seq": 8, "cancel_requested": false})
+    );
 
-    let (status, snap) = get(&format!("{base}/v1/analyses/{id}"), Some(&Tokens::viewer(id))).await;
+    let (status, snap) = get(
+        &format!("{base}/v1/analyses/{id}"),
+        Some(&Tokens::viewer(id)),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(snap["status"], "completed");
     assert_eq!(snap["overall_progress"], 1.0);
     assert_eq!(snap["last_seq"], 8);
     assert_eq!(snap["result"]["score"], 0.9);
 
-    let (status, page) = get(&format!("{base}/v1/analyses/{id}/events?since=2&limit=3"), Some(&Tokens::viewer(id))).await;
+    let (status, page) = get(
+        &format!("{base}/v1/analyses/{id}/events?since=2&limit=3"),
+        Some(&Tokens::viewer(id)),
+    )
+    .await;
     assert_eq!(status, 200);
-    let seqs: Vec<u64> = page["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let seqs: Vec<u64> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(seqs, vec![3, 4, 5]);
     assert_eq!(page["last_seq"], 8);
     assert_eq!(page["events"][0]["event"]["type"], "progress");
@@ -68,9 +98,25 @@ async fn a_retried_batch_stores_nothing_twice() {
     assert_eq!(first["accepted"], 3);
     let (status, again) = publish(&base, id, &token, &events[..4]).await;
     assert_eq!(status, 200);
-    assert_eq!((again["accepted"].as_u64(), again["duplicates"].as_u64(), again["last_seq"].as_u64()), (Some(1), Some(3), Some(4)));
-    let (_, page) = get(&format!("{base}/v1/analyses/{id}/events?since=0"), Some(&Tokens::viewer(id))).await;
-    let ids: Vec<&str> = page["events"].as_array().unwrap().iter().map(|e| e["event"]["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        (
+            again["accepted"].as_u64(),
+            again["duplicates"].as_u64(),
+            again["last_seq"].as_u64()
+        ),
+        (Some(1), Some(3), Some(4))
+    );
+    let (_, page) = get(
+        &format!("{base}/v1/analyses/{id}/events?since=0"),
+        Some(&Tokens::viewer(id)),
+    )
+    .await;
+    let ids: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"]["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec!["e-start", "e-1", "e-2", "e-3"]);
 }
 
@@ -81,7 +127,13 @@ async fn bad_batches_are_refused_whole_with_the_contract_codes() {
     let id = "http-bad";
     let token = Tokens::node(id);
     // 409 with the index: progress before started; nothing of the batch is stored.
-    let (status, body) = publish(&base, id, &token, &[json!({"id": "p", "type": "progress", "stage": "x", "stage_progress": 0.1})]).await;
+    let (status, body) = publish(
+        &base,
+        id,
+        &token,
+        &[json!({"id": "p", "type": "progress", "stage": "x", "stage_progress": 0.1})],
+    )
+    .await;
     assert_eq!(status, 409);
     assert_error(&body, "not_started");
     assert_eq!(body["error"]["index"], 0);
@@ -91,22 +143,48 @@ async fn bad_batches_are_refused_whole_with_the_contract_codes() {
     assert_eq!(status, 409);
     assert_error(&body, "unknown_stage");
     assert_eq!(body["error"]["index"], 2);
-    let (_, snap) = get(&format!("{base}/v1/analyses/{id}"), Some(&Tokens::viewer(id))).await;
-    assert_eq!((snap["status"].as_str(), snap["last_seq"].as_u64()), (Some("pending"), Some(0)));
+    let (_, snap) = get(
+        &format!("{base}/v1/analyses/{id}"),
+        Some(&Tokens::viewer(id)),
+    )
+    .await;
+    assert_eq!(
+        (snap["status"].as_str(), snap["last_seq"].as_u64()),
+        (Some("pending"), Some(0))
+    );
     // 400: out of bounds, unknown type, not JSON, empty batch.
-    let (status, body) = publish(&base, id, &token, &[json!({"id": "s", "type": "started", "stages": [{"name": "a", "weight": -1}]})]).await;
+    let (status, body) = publish(
+        &base,
+        id,
+        &token,
+        &[json!({"id": "s", "type": "started", "stages": [{"name": "a", "weight": -1}]})],
+    )
+    .await;
     assert_eq!(status, 400);
     assert_error(&body, "invalid_event");
-    let (status, body) = publish(&base, id, &token, &[json!({"id": "s", "type": "exploded"})]).await;
+    let (status, body) =
+        publish(&base, id, &token, &[json!({"id": "s", "type": "exploded"})]).await;
     assert_eq!(status, 400, "{body}");
     let (status, _) = publish(&base, id, &token, &[]).await;
     assert_eq!(status, 400);
-    let resp = reqwest::Client::new().post(format!("{base}/v1/analyses/{id}/events")).bearer_auth(&token).body("{not json").send().await.unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/analyses/{id}/events"))
+        .bearer_auth(&token)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     assert_error(&resp.json().await.unwrap(), "invalid_json");
     // 413: over 256 KiB.
     let big = json!({"events": [{"id": "s", "type": "heartbeat", "pad": "x".repeat(300 * 1024)}]});
-    let resp = reqwest::Client::new().post(format!("{base}/v1/analyses/{id}/events")).bearer_auth(&token).json(&big).send().await.unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/analyses/{id}/events"))
+        .bearer_auth(&token)
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 413);
     assert_error(&resp.json().await.unwrap(), "payload_too_large");
     // 400: a bad analysis id.
@@ -114,7 +192,11 @@ async fn bad_batches_are_refused_whole_with_the_contract_codes() {
     assert_eq!(status, 400);
     assert_error(&body, "invalid_analysis_id");
     // 400: a bad query.
-    let (status, body) = get(&format!("{base}/v1/analyses/{id}/events?since=-4"), Some(&Tokens::viewer(id))).await;
+    let (status, body) = get(
+        &format!("{base}/v1/analyses/{id}/events?since=-4"),
+        Some(&Tokens::viewer(id)),
+    )
+    .await;
     assert_eq!(status, 400);
     assert_error(&body, "invalid_request");
 }
@@ -138,21 +220,57 @@ async fn bad_tokens_are_refused_401_and_wrong_permissions_403() {
     // alg=none: header {"alg":"none","typ":"JWT","kid":"dev"}, no signature.
     use base64::Engine;
     let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-    let none = format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT", "kid": "dev"})), b64(&serde_json::to_value(&good).unwrap()));
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT", "kid": "dev"})),
+        b64(&serde_json::to_value(&good).unwrap())
+    );
     // A wrong alg: HS384 over the same secret.
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS384);
     header.kid = Some("dev".into());
-    let hs384 = jsonwebtoken::encode(&header, &good, &jsonwebtoken::EncodingKey::from_secret(DEV_SECRET.as_bytes())).unwrap();
+    let hs384 = jsonwebtoken::encode(
+        &header,
+        &good,
+        &jsonwebtoken::EncodingKey::from_secret(DEV_SECRET.as_bytes()),
+    )
+    .unwrap();
     // A tampered signature.
     let mut tampered = token_with(&good, &key);
     let last = tampered.pop().unwrap();
     tampered.push(if last == 'A' { 'B' } else { 'A' });
     // Another secret.
-    let forged = token_with(&good, &SigningKey::dev("another-secret-0123456789abcdef0123").unwrap());
-    let wrong_aud = token_with(&Claims { aud: "someone-else".into(), ..good.clone() }, &key);
-    let expired = token_with(&Claims { exp: now_s() - 3600, ..good.clone() }, &key);
-    let not_yet = token_with(&Claims { nbf: Some(now_s() + 3600), ..good.clone() }, &key);
-    let unknown_iss = token_with(&Claims { iss: "nobody".into(), ..good.clone() }, &key);
+    let forged = token_with(
+        &good,
+        &SigningKey::dev("another-secret-0123456789abcdef0123").unwrap(),
+    );
+    let wrong_aud = token_with(
+        &Claims {
+            aud: "someone-else".into(),
+            ..good.clone()
+        },
+        &key,
+    );
+    let expired = token_with(
+        &Claims {
+            exp: now_s() - 3600,
+            ..good.clone()
+        },
+        &key,
+    );
+    let not_yet = token_with(
+        &Claims {
+            nbf: Some(now_s() + 3600),
+            ..good.clone()
+        },
+        &key,
+    );
+    let unknown_iss = token_with(
+        &Claims {
+            iss: "nobody".into(),
+            ..good.clone()
+        },
+        &key,
+    );
     for (name, token, code) in [
         ("alg none", none, "invalid_token"),
         ("wrong alg", hs384, "invalid_token"),
@@ -186,25 +304,58 @@ async fn cancel_over_http_is_recorded_once_and_reaches_the_node() {
     let id = "http-cancel";
     let node = Tokens::node(id);
     publish(&base, id, &node, &sample_events(4)[..2]).await;
-    let cancel = || reqwest::Client::new().post(format!("{base}/v1/analyses/{id}/cancel")).bearer_auth(Tokens::viewer(id)).send();
+    let cancel = || {
+        reqwest::Client::new()
+            .post(format!("{base}/v1/analyses/{id}/cancel"))
+            .bearer_auth(Tokens::viewer(id))
+            .send()
+    };
     let resp = cancel().await.unwrap();
     assert_eq!(resp.status(), 202);
-    assert_eq!(resp.json::<Value>().await.unwrap(), json!({"cancel_requested": true}));
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"cancel_requested": true})
+    );
     assert_eq!(cancel().await.unwrap().status(), 202);
-    let (_, page) = get(&format!("{base}/v1/analyses/{id}/events?since=2"), Some(&Tokens::viewer(id))).await;
-    let kinds: Vec<&str> = page["events"].as_array().unwrap().iter().map(|e| e["event"]["type"].as_str().unwrap()).collect();
+    let (_, page) = get(
+        &format!("{base}/v1/analyses/{id}/events?since=2"),
+        Some(&Tokens::viewer(id)),
+    )
+    .await;
+    let kinds: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"]["type"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, vec!["cancel_requested"], "recorded once");
     assert_eq!(page["events"][0]["event"]["by"], "tester");
     // The node learns it from its next publish, and ends the analysis.
-    let (_, body) = publish(&base, id, &node, &[json!({"id": "hb", "type": "heartbeat"})]).await;
+    let (_, body) = publish(
+        &base,
+        id,
+        &node,
+        &[json!({"id": "hb", "type": "heartbeat"})],
+    )
+    .await;
     assert_eq!(body["cancel_requested"], true);
-    let (status, _) = publish(&base, id, &node, &[json!({"id": "c", "type": "cancelled", "reason": "asked"})]).await;
+    let (status, _) = publish(
+        &base,
+        id,
+        &node,
+        &[json!({"id": "c", "type": "cancelled", "reason": "asked"})],
+    )
+    .await;
     assert_eq!(status, 200);
     let resp = cancel().await.unwrap();
     assert_eq!(resp.status(), 409, "nothing to cancel after the end");
     // Without scope cancel: 403.
-    let resp = reqwest::Client::new().post(format!("{base}/v1/analyses/{id}/cancel"))
-        .bearer_auth(Tokens::sign(&Tokens::claims(&[Scope::Subscribe], &[id]))).send().await.unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/analyses/{id}/cancel"))
+        .bearer_auth(Tokens::sign(&Tokens::claims(&[Scope::Subscribe], &[id])))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 403);
 }
 
@@ -215,31 +366,64 @@ async fn tenants_are_isolated_whatever_the_url_says() {
     let secret_b = "tenant-b-secret-0123456789abcdef0123";
     let tenants = json!({"tenants": {
         "a": {"keys": [{"kid": "ka", "alg": "HS256", "secret": secret_a}]},
-        "b": {"keys": [{"kid": "kb", "alg": "HS256", "secret": secret_b}]}}}).to_string();
-    let edge = stagecast_e2e::Edge::start(&[("STAGECAST_TENANTS", &tenants)]).await.unwrap();
+        "b": {"keys": [{"kid": "kb", "alg": "HS256", "secret": secret_b}]}}})
+    .to_string();
+    let edge = stagecast_e2e::Edge::start(&[("STAGECAST_TENANTS", &tenants)])
+        .await
+        .unwrap();
     let base = edge.base_url();
     let key_a = SigningKey::hs256("ka", secret_a.as_bytes()).unwrap();
     let key_b = SigningKey::hs256("kb", secret_b.as_bytes()).unwrap();
     let all = [Scope::Publish, Scope::Subscribe, Scope::Cancel];
-    let token_a = mint(&Claims::new("a", "node-a", &all, &["*"], now_s(), 600), &key_a).unwrap();
-    let token_b = mint(&Claims::new("b", "node-b", &all, &["*"], now_s(), 600), &key_b).unwrap();
+    let token_a = mint(
+        &Claims::new("a", "node-a", &all, &["*"], now_s(), 600),
+        &key_a,
+    )
+    .unwrap();
+    let token_b = mint(
+        &Claims::new("b", "node-b", &all, &["*"], now_s(), 600),
+        &key_b,
+    )
+    .unwrap();
     let id = "same-id";
     let (status, _) = publish(&base, id, &token_a, &sample_events(2)).await;
     assert_eq!(status, 200);
     // Tenant B reads its own (empty) analysis of the same id, never A's.
     let (status, snap) = get(&format!("{base}/v1/analyses/{id}"), Some(&token_b)).await;
     assert_eq!(status, 200);
-    assert_eq!((snap["status"].as_str(), snap["last_seq"].as_u64()), (Some("pending"), Some(0)));
+    assert_eq!(
+        (snap["status"].as_str(), snap["last_seq"].as_u64()),
+        (Some("pending"), Some(0))
+    );
     // B's publish and cancel land in B's analysis; A's is untouched.
     publish(&base, id, &token_b, &sample_events(2)[..1]).await;
-    reqwest::Client::new().post(format!("{base}/v1/analyses/{id}/cancel")).bearer_auth(&token_b).send().await.unwrap();
+    reqwest::Client::new()
+        .post(format!("{base}/v1/analyses/{id}/cancel"))
+        .bearer_auth(&token_b)
+        .send()
+        .await
+        .unwrap();
     let (_, snap_a) = get(&format!("{base}/v1/analyses/{id}"), Some(&token_a)).await;
-    assert_eq!((snap_a["status"].as_str(), snap_a["cancel_requested"].as_bool()), (Some("completed"), Some(false)));
+    assert_eq!(
+        (
+            snap_a["status"].as_str(),
+            snap_a["cancel_requested"].as_bool()
+        ),
+        (Some("completed"), Some(false))
+    );
     // A token signed with B's key but claiming tenant A is refused.
-    let forged = mint(&Claims::new("a", "x", &all, &["*"], now_s(), 600), &SigningKey::hs256("ka", secret_b.as_bytes()).unwrap()).unwrap();
+    let forged = mint(
+        &Claims::new("a", "x", &all, &["*"], now_s(), 600),
+        &SigningKey::hs256("ka", secret_b.as_bytes()).unwrap(),
+    )
+    .unwrap();
     let (status, _) = get(&format!("{base}/v1/analyses/{id}"), Some(&forged)).await;
     assert_eq!(status, 401);
     // The dev tenant is gone when STAGECAST_TENANTS is set.
-    let (status, _) = get(&format!("{base}/v1/analyses/{id}"), Some(&Tokens::viewer(id))).await;
+    let (status, _) = get(
+        &format!("{base}/v1/analyses/{id}"),
+        Some(&Tokens::viewer(id)),
+    )
+    .await;
     assert_eq!(status, 401);
 }

@@ -33,7 +33,8 @@ pub fn authorize(
     analysis_id: &str,
     now_ms: i64,
 ) -> Result<Principal, TokenError> {
-    let verified: VerifiedToken = token::verify(token.ok_or(TokenError::Missing)?, keys, now_ms / 1000)?;
+    let verified: VerifiedToken =
+        token::verify(token.ok_or(TokenError::Missing)?, keys, now_ms / 1000)?;
     if let Some(scope) = required_scope(route) {
         verified.require_scope(scope)?;
     }
@@ -70,9 +71,25 @@ mod tests {
     fn a_subscriber_may_read_but_not_publish() {
         let keys = KeySet::dev(SECRET).unwrap();
         let t = token(&[Scope::Subscribe], &["a1"]);
-        let p = authorize(Some(&t), &keys, &Route::Subscribe("a1".into()), "a1", NOW_S * 1000).unwrap();
-        assert_eq!((p.tenant.as_str(), p.sub.as_str(), p.can_cancel), ("dev", "alice", false));
-        let err = authorize(Some(&t), &keys, &Route::Publish("a1".into()), "a1", NOW_S * 1000);
+        let p = authorize(
+            Some(&t),
+            &keys,
+            &Route::Subscribe("a1".into()),
+            "a1",
+            NOW_S * 1000,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.tenant.as_str(), p.sub.as_str(), p.can_cancel),
+            ("dev", "alice", false)
+        );
+        let err = authorize(
+            Some(&t),
+            &keys,
+            &Route::Publish("a1".into()),
+            "a1",
+            NOW_S * 1000,
+        );
         assert!(matches!(err, Err(TokenError::MissingScope(Scope::Publish))));
     }
 
@@ -80,9 +97,21 @@ mod tests {
     fn the_analysis_grant_and_a_missing_token_are_checked() {
         let keys = KeySet::dev(SECRET).unwrap();
         let t = token(&[Scope::Subscribe], &["a1"]);
-        let err = authorize(Some(&t), &keys, &Route::Snapshot("a2".into()), "a2", NOW_S * 1000);
+        let err = authorize(
+            Some(&t),
+            &keys,
+            &Route::Snapshot("a2".into()),
+            "a2",
+            NOW_S * 1000,
+        );
         assert!(matches!(err, Err(TokenError::AnalysisNotGranted(_))));
-        let err = authorize(None, &keys, &Route::Snapshot("a1".into()), "a1", NOW_S * 1000);
+        let err = authorize(
+            None,
+            &keys,
+            &Route::Snapshot("a1".into()),
+            "a1",
+            NOW_S * 1000,
+        );
         assert!(matches!(err, Err(TokenError::Missing)));
     }
 

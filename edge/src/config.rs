@@ -46,7 +46,10 @@ impl Limits {
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Limits, ConfigError> {
         let get = |name: &'static str, default: u64| positive(name, var(name), default);
         Ok(Limits {
-            stall_timeout_ms: get("STAGECAST_STALL_TIMEOUT_MS", DEFAULT_STALL_TIMEOUT_MS as u64)? as i64,
+            stall_timeout_ms: get(
+                "STAGECAST_STALL_TIMEOUT_MS",
+                DEFAULT_STALL_TIMEOUT_MS as u64,
+            )? as i64,
             retention_ms: get("STAGECAST_RETENTION_MS", DEFAULT_RETENTION_MS as u64)? as i64,
             max_sockets: get("STAGECAST_MAX_SOCKETS", DEFAULT_MAX_SOCKETS as u64)? as usize,
             history_limit: get("STAGECAST_HISTORY_LIMIT", DEFAULT_HISTORY_LIMIT)?,
@@ -56,7 +59,10 @@ impl Limits {
 
 /// The tenants' verifying keys: `STAGECAST_TENANTS` when set, else the dev tenant.
 pub fn key_set(tenants: Option<&str>, dev_secret: Option<&str>) -> Result<KeySet, ConfigError> {
-    match (tenants.filter(|t| !t.trim().is_empty()), dev_secret.filter(|s| !s.is_empty())) {
+    match (
+        tenants.filter(|t| !t.trim().is_empty()),
+        dev_secret.filter(|s| !s.is_empty()),
+    ) {
         (Some(json), _) => KeySet::from_json(json).map_err(ConfigError::Tenants),
         (None, Some(secret)) => KeySet::dev(secret).map_err(ConfigError::DevSecret),
         (None, None) => Err(ConfigError::NoKeys),
@@ -80,16 +86,22 @@ mod tests {
         let limits =
             Limits::from_vars(|n| (n == "STAGECAST_MAX_SOCKETS").then(|| "7".to_string())).unwrap();
         assert_eq!(limits.max_sockets, 7);
-        let err = Limits::from_vars(|n| (n == "STAGECAST_STALL_TIMEOUT_MS").then(|| "-1".to_string()))
-            .unwrap_err();
-        assert!(err.to_string().contains("STAGECAST_STALL_TIMEOUT_MS"), "{err}");
+        let err =
+            Limits::from_vars(|n| (n == "STAGECAST_STALL_TIMEOUT_MS").then(|| "-1".to_string()))
+                .unwrap_err();
+        assert!(
+            err.to_string().contains("STAGECAST_STALL_TIMEOUT_MS"),
+            "{err}"
+        );
     }
 
     #[test]
     fn tenants_replace_the_dev_tenant_and_no_keys_is_an_error() {
         let secret = "0123456789abcdef0123456789abcdef";
         assert!(key_set(None, Some(secret)).unwrap().has_tenant("dev"));
-        let json = format!(r#"{{"tenants":{{"acme":{{"keys":[{{"kid":"k1","alg":"HS256","secret":"{secret}"}}]}}}}}}"#);
+        let json = format!(
+            r#"{{"tenants":{{"acme":{{"keys":[{{"kid":"k1","alg":"HS256","secret":"{secret}"}}]}}}}}}"#
+        );
         let keys = key_set(Some(&json), Some(secret)).unwrap();
         assert!(keys.has_tenant("acme") && !keys.has_tenant("dev"));
         assert!(matches!(key_set(None, None), Err(ConfigError::NoKeys)));

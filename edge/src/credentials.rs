@@ -29,7 +29,9 @@ impl RequestCredentials<'_> {
     /// The bearer token of a plain HTTP request: only the Authorization header counts.
     pub fn http_token(&self) -> Option<Found> {
         let token = bearer(self.authorization?)?;
-        Some(Found { token: token.to_string() })
+        Some(Found {
+            token: token.to_string(),
+        })
     }
 
     /// The token of a WebSocket handshake, from any one of the four places.
@@ -41,7 +43,9 @@ impl RequestCredentials<'_> {
             .or_else(|| self.authorization.and_then(bearer))
             .or_else(|| self.cookie.and_then(cookie_token))
             .or(from_subprotocol)?;
-        Some(Found { token: token.to_string() })
+        Some(Found {
+            token: token.to_string(),
+        })
     }
 }
 
@@ -71,21 +75,39 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(creds.http_token().unwrap().token, "abc");
-        let cookie_only = RequestCredentials { cookie: Some("stagecast_token=zzz"), ..Default::default() };
+        let cookie_only = RequestCredentials {
+            cookie: Some("stagecast_token=zzz"),
+            ..Default::default()
+        };
         assert_eq!(cookie_only.http_token(), None);
-        let basic = RequestCredentials { authorization: Some("Basic abc"), ..Default::default() };
+        let basic = RequestCredentials {
+            authorization: Some("Basic abc"),
+            ..Default::default()
+        };
         assert_eq!(basic.http_token(), None);
     }
 
     #[test]
     fn websocket_finds_each_of_the_four_places() {
-        let query = RequestCredentials { query_token: Some("q"), ..Default::default() };
+        let query = RequestCredentials {
+            query_token: Some("q"),
+            ..Default::default()
+        };
         assert_eq!(query.websocket_token().unwrap().token, "q");
-        let header = RequestCredentials { authorization: Some("bearer h"), ..Default::default() };
+        let header = RequestCredentials {
+            authorization: Some("bearer h"),
+            ..Default::default()
+        };
         assert_eq!(header.websocket_token().unwrap().token, "h");
-        let cookie = RequestCredentials { cookie: Some("a=1; stagecast_token=c; b=2"), ..Default::default() };
+        let cookie = RequestCredentials {
+            cookie: Some("a=1; stagecast_token=c; b=2"),
+            ..Default::default()
+        };
         assert_eq!(cookie.websocket_token().unwrap().token, "c");
-        let proto = RequestCredentials { subprotocols: Some("stagecast.v1, bearer.p"), ..Default::default() };
+        let proto = RequestCredentials {
+            subprotocols: Some("stagecast.v1, bearer.p"),
+            ..Default::default()
+        };
         assert_eq!(proto.websocket_token(), Some(Found { token: "p".into() }));
         assert!(offers_stagecast_subprotocol("bearer.p, stagecast.v1"));
         assert!(!offers_stagecast_subprotocol("bearer.p"));

@@ -28,11 +28,21 @@ thread_local! {
 }
 
 fn keys(env: &Env) -> std::result::Result<Rc<KeySet>, ConfigError> {
-    let tenants = env.secret("STAGECAST_TENANTS").map(|s| s.to_string()).ok()
+    let tenants = env
+        .secret("STAGECAST_TENANTS")
+        .map(|s| s.to_string())
+        .ok()
         .or_else(|| env.var("STAGECAST_TENANTS").map(|v| v.to_string()).ok());
-    let dev = env.secret("STAGECAST_DEV_SECRET").map(|s| s.to_string()).ok()
+    let dev = env
+        .secret("STAGECAST_DEV_SECRET")
+        .map(|s| s.to_string())
+        .ok()
         .or_else(|| env.var("STAGECAST_DEV_SECRET").map(|v| v.to_string()).ok());
-    let fingerprint = format!("{}\u{0}{}", tenants.as_deref().unwrap_or(""), dev.as_deref().unwrap_or(""));
+    let fingerprint = format!(
+        "{}\u{0}{}",
+        tenants.as_deref().unwrap_or(""),
+        dev.as_deref().unwrap_or("")
+    );
     KEYS.with(|cell| {
         if let Some((seen, keys)) = cell.borrow().as_ref() {
             if *seen == fingerprint {
@@ -52,7 +62,10 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let route = match Route::parse(req.method().as_ref(), url.path()) {
         Ok(route) => route,
         Err(RouteError::NotFound) => {
-            return error_response(&ErrorBody::new(ErrorCode::NotFound, format!("no route {}", url.path())));
+            return error_response(&ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("no route {}", url.path()),
+            ));
         }
         Err(e @ RouteError::MethodNotAllowed(_)) => {
             return error_response(&ErrorBody::new(ErrorCode::MethodNotAllowed, e.to_string()));
@@ -66,43 +79,72 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let authorization = headers.get("authorization")?;
     let cookie = headers.get("cookie")?;
     let subprotocols = headers.get("sec-websocket-protocol")?;
-    let offers_subprotocol = subprotocols.as_deref().is_some_and(offers_stagecast_subprotocol);
+    let offers_subprotocol = subprotocols
+        .as_deref()
+        .is_some_and(offers_stagecast_subprotocol);
     let refuse = |body: ErrorBody| {
         if websocket {
-            refuse_websocket(CloseCode::for_error(body.error.code), &body.error.message, offers_subprotocol)
+            refuse_websocket(
+                CloseCode::for_error(body.error.code),
+                &body.error.message,
+                offers_subprotocol,
+            )
         } else {
             error_response(&body)
         }
     };
 
     if let Err(e) = check_id(&analysis_id) {
-        return refuse(ErrorBody::new(ErrorCode::InvalidAnalysisId, format!("analysis id: {e}")));
+        return refuse(ErrorBody::new(
+            ErrorCode::InvalidAnalysisId,
+            format!("analysis id: {e}"),
+        ));
     }
-    let pairs: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
     let creds = RequestCredentials {
         authorization: authorization.as_deref(),
         cookie: cookie.as_deref(),
         subprotocols: subprotocols.as_deref(),
-        query_token: pairs.iter().find(|(k, _)| k == TOKEN_QUERY).map(|(_, v)| v.as_str()),
+        query_token: pairs
+            .iter()
+            .find(|(k, _)| k == TOKEN_QUERY)
+            .map(|(_, v)| v.as_str()),
     };
-    let found = if websocket { creds.websocket_token() } else { creds.http_token() };
+    let found = if websocket {
+        creds.websocket_token()
+    } else {
+        creds.http_token()
+    };
 
     let keys = match keys(&env) {
         Ok(keys) => keys,
         Err(e) => {
             tracing::error!(error = %e, "edge misconfigured");
-            return refuse(ErrorBody::new(ErrorCode::Internal, "the edge has no valid signing keys configured"));
+            return refuse(ErrorBody::new(
+                ErrorCode::Internal,
+                "the edge has no valid signing keys configured",
+            ));
         }
     };
     let now_ms = worker::Date::now().as_millis() as i64;
-    let principal = match authorize(found.as_ref().map(|f| f.token.as_str()), &keys, &route, &analysis_id, now_ms) {
+    let principal = match authorize(
+        found.as_ref().map(|f| f.token.as_str()),
+        &keys,
+        &route,
+        &analysis_id,
+        now_ms,
+    ) {
         Ok(p) => p,
         Err(e) => {
             tracing::info!(analysis_id, error = %e, "refused");
             return refuse(e.body());
         }
     };
-    let span = tracing::info_span!("request", tenant = %principal.tenant, analysis_id = %analysis_id);
+    let span =
+        tracing::info_span!("request", tenant = %principal.tenant, analysis_id = %analysis_id);
     let _enter = span.enter();
 
     let (op, body) = match &route {
@@ -117,20 +159,35 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             Err(e) => return refuse(ErrorBody::new(ErrorCode::InvalidRequest, e.to_string())),
         },
         Route::Subscribe(_) => match query::ws_since(&pairs) {
-            Ok(since) => (Op::Subscribe { since, select_subprotocol: offers_subprotocol }, None),
+            Ok(since) => (
+                Op::Subscribe {
+                    since,
+                    select_subprotocol: offers_subprotocol,
+                },
+                None,
+            ),
             Err(e) => return refuse(ErrorBody::new(ErrorCode::InvalidRequest, e.to_string())),
         },
         Route::Health => unreachable!("health has no analysis id"),
     };
 
-    let forwarded = Forwarded { analysis_id: analysis_id.clone(), principal, op };
+    let forwarded = Forwarded {
+        analysis_id: analysis_id.clone(),
+        principal,
+        op,
+    };
     let inner_headers = Headers::new();
     inner_headers.set(OP_HEADER, &serde_json::to_string(&forwarded)?)?;
     if websocket {
         inner_headers.set("upgrade", "websocket")?;
     }
     let mut init = RequestInit::new();
-    init.with_headers(inner_headers).with_method(if body.is_some() { Method::Post } else { Method::Get });
+    init.with_headers(inner_headers)
+        .with_method(if body.is_some() {
+            Method::Post
+        } else {
+            Method::Get
+        });
     if let Some(body) = body {
         init.with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
     }
@@ -143,11 +200,17 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
 
 /// The publish body, bounded and validated here so a bad batch never reaches the object.
 async fn read_publish_body(mut req: Request) -> Result<std::result::Result<Vec<u8>, ErrorBody>> {
-    let declared = req.headers().get("content-length")?.and_then(|v| v.parse::<usize>().ok());
+    let declared = req
+        .headers()
+        .get("content-length")?
+        .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
         return Ok(Err(ErrorBody::new(
             ErrorCode::PayloadTooLarge,
-            format!("body of {} bytes is over the {MAX_BODY_BYTES} byte limit", declared.unwrap_or(0)),
+            format!(
+                "body of {} bytes is over the {MAX_BODY_BYTES} byte limit",
+                declared.unwrap_or(0)
+            ),
         )));
     }
     let body = req.bytes().await?;

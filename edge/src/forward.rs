@@ -13,9 +13,15 @@ pub const OP_HEADER: &str = "x-stagecast-op";
 pub enum Op {
     Publish,
     Snapshot,
-    Events { since: u64, limit: usize },
+    Events {
+        since: u64,
+        limit: usize,
+    },
     Cancel,
-    Subscribe { since: Option<u64>, select_subprotocol: bool },
+    Subscribe {
+        since: Option<u64>,
+        select_subprotocol: bool,
+    },
 }
 
 /// The header value the object reads back.
@@ -35,8 +41,16 @@ mod tests {
     fn forwarded_round_trips_through_a_header_value() {
         let f = Forwarded {
             analysis_id: "a1".into(),
-            principal: Principal { tenant: "t".into(), sub: "s".into(), can_cancel: true, expires_at_ms: 5 },
-            op: Op::Subscribe { since: Some(3), select_subprotocol: true },
+            principal: Principal {
+                tenant: "t".into(),
+                sub: "s".into(),
+                can_cancel: true,
+                expires_at_ms: 5,
+            },
+            op: Op::Subscribe {
+                since: Some(3),
+                select_subprotocol: true,
+            },
         };
         let header = serde_json::to_string(&f).unwrap();
         assert_eq!(serde_json::from_str::<Forwarded>(&header).unwrap(), f);

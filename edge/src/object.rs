@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 
 use serde::{Deserialize, Serialize};
+use stagecast_shared::Analysis;
 use stagecast_shared::api::{ApiError, CancelResponse, ErrorBody, ErrorCode};
 use stagecast_shared::close::CloseCode;
 use stagecast_shared::ids::AnalysisId;
@@ -12,7 +13,6 @@ use stagecast_shared::limits::MAX_CLIENT_MESSAGES_PER_SECOND;
 use stagecast_shared::stored::{EventsPage, StoredEvent};
 use stagecast_shared::validate::parse_publish_body;
 use stagecast_shared::ws::{ClientMessage, ServerMessage};
-use stagecast_shared::Analysis;
 use worker::{
     DurableObject, Env, Request, Response, Result, ScheduledTime, State, WebSocket,
     WebSocketIncomingMessage, WebSocketPair, durable_object,
@@ -20,7 +20,9 @@ use worker::{
 
 use crate::config::Limits;
 use crate::forward::{Forwarded, OP_HEADER, Op};
-use crate::respond::{error_response, json_response, refuse_websocket_with, truncate_reason, websocket_response};
+use crate::respond::{
+    error_response, json_response, refuse_websocket_with, truncate_reason, websocket_response,
+};
 use crate::store::Store;
 
 /// How often clients should ping; they treat 45 s of silence as a dead connection.
@@ -68,14 +70,19 @@ impl AnalysisObject {
     }
 
     /// Runs `f` on the analysis (created pending when `id` is given and none is stored).
-    fn with_analysis<R>(&self, id: Option<&str>, f: impl FnOnce(&mut Analysis) -> R) -> Result<Option<R>> {
+    fn with_analysis<R>(
+        &self,
+        id: Option<&str>,
+        f: impl FnOnce(&mut Analysis) -> R,
+    ) -> Result<Option<R>> {
         let mut cell = self.analysis.borrow_mut();
         if cell.is_none() {
             *cell = match self.store().load_analysis()? {
                 Some(a) => Some(a),
                 None => match id {
                     Some(id) => Some(Analysis::new(
-                        AnalysisId::parse(id).map_err(|e| worker::Error::RustError(e.to_string()))?,
+                        AnalysisId::parse(id)
+                            .map_err(|e| worker::Error::RustError(e.to_string()))?,
                     )),
                     None => None,
                 },
@@ -116,19 +123,35 @@ impl AnalysisObject {
     }
 
     /// Makes sure the one alarm fires by the earliest of the pending deadlines.
-    async fn schedule(&self, limits: &Limits, socket_deadline: Option<i64>, replace: bool) -> Result<()> {
+    async fn schedule(
+        &self,
+        limits: &Limits,
+        socket_deadline: Option<i64>,
+        replace: bool,
+    ) -> Result<()> {
         let deadline = self
             .with_analysis(None, |a| {
-                let retention = a.terminal_ts().map(|t| t.saturating_add(limits.retention_ms));
-                [a.next_deadline(limits.stall_timeout_ms as u64), retention].into_iter().flatten().min()
+                let retention = a
+                    .terminal_ts()
+                    .map(|t| t.saturating_add(limits.retention_ms));
+                [a.next_deadline(limits.stall_timeout_ms as u64), retention]
+                    .into_iter()
+                    .flatten()
+                    .min()
             })?
             .flatten()
             .into_iter()
             .chain(socket_deadline)
             .min();
-        let Some(deadline) = deadline else { return Ok(()) };
+        let Some(deadline) = deadline else {
+            return Ok(());
+        };
         let storage = self.state.storage();
-        let current = if replace { None } else { storage.get_alarm().await? };
+        let current = if replace {
+            None
+        } else {
+            storage.get_alarm().await?
+        };
         if current.is_none_or(|c| deadline < c) {
             let at = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(deadline as f64));
             storage.set_alarm(ScheduledTime::new(at)).await?;
@@ -136,7 +159,12 @@ impl AnalysisObject {
         Ok(())
     }
 
-    async fn publish(&self, mut req: Request, fwd: &Forwarded, limits: &Limits) -> Result<Response> {
+    async fn publish(
+        &self,
+        mut req: Request,
+        fwd: &Forwarded,
+        limits: &Limits,
+    ) -> Result<Response> {
         let body = req.bytes().await?;
         let request = match parse_publish_body(&body) {
             Ok(r) => r,
@@ -146,7 +174,9 @@ impl AnalysisObject {
         let store = self.store();
         let applied = self
             .with_analysis(Some(&fwd.analysis_id), |a| {
-                a.apply_batch(request.events, now, |id| store.has_event(id).unwrap_or(false))
+                a.apply_batch(request.events, now, |id| {
+                    store.has_event(id).unwrap_or(false)
+                })
             })?
             .expect("created on demand");
         match applied {
@@ -163,7 +193,12 @@ impl AnalysisObject {
     }
 
     /// Records a cancel by `by` once, and tells every socket.
-    fn request_cancel(&self, id: &str, by: &str, limits: &Limits) -> Result<std::result::Result<(), ErrorBody>> {
+    fn request_cancel(
+        &self,
+        id: &str,
+        by: &str,
+        limits: &Limits,
+    ) -> Result<std::result::Result<(), ErrorBody>> {
         let now = now_ms();
         let outcome = self
             .with_analysis(Some(id), |a| (a.request_cancel(by, now), a.status()))?
@@ -176,16 +211,28 @@ impl AnalysisObject {
             }
             (None, status) if status.is_terminal() => Ok(Err(ErrorBody::new(
                 ErrorCode::AnalysisFinished,
-                format!("the analysis is {}: there is nothing to cancel", status.as_str()),
+                format!(
+                    "the analysis is {}: there is nothing to cancel",
+                    status.as_str()
+                ),
             ))),
             // Already requested: asking again changes nothing.
             (None, _) => Ok(Ok(())),
         }
     }
 
-    async fn subscribe(&self, fwd: &Forwarded, since: Option<u64>, select_subprotocol: bool, limits: &Limits) -> Result<Response> {
+    async fn subscribe(
+        &self,
+        fwd: &Forwarded,
+        since: Option<u64>,
+        select_subprotocol: bool,
+        limits: &Limits,
+    ) -> Result<Response> {
         if self.state.get_websockets().len() >= limits.max_sockets {
-            let reason = format!("too many subscribers ({}): try again later", limits.max_sockets);
+            let reason = format!(
+                "too many subscribers ({}): try again later",
+                limits.max_sockets
+            );
             return refuse_websocket_with(CLOSE_TRY_AGAIN_LATER, &reason, select_subprotocol);
         }
         let pair = WebSocketPair::new()?;
@@ -199,7 +246,9 @@ impl AnalysisObject {
             window_count: 0,
         })?;
         // Hello and the replay go out with no await in between: no event can slip past.
-        let snapshot = self.with_analysis(Some(&fwd.analysis_id), |a| a.snapshot())?.expect("created on demand");
+        let snapshot = self
+            .with_analysis(Some(&fwd.analysis_id), |a| a.snapshot())?
+            .expect("created on demand");
         let (frames, recovered) = match since {
             None => (Vec::new(), true),
             Some(since) => self.store().frames_after(since, snapshot.last_seq)?,
@@ -215,7 +264,8 @@ impl AnalysisObject {
         for text in &frames {
             pair.server.send_with_str(text)?;
         }
-        self.schedule(limits, Some(fwd.principal.expires_at_ms), false).await?;
+        self.schedule(limits, Some(fwd.principal.expires_at_ms), false)
+            .await?;
         websocket_response(pair.client, select_subprotocol)
     }
 
@@ -223,7 +273,9 @@ impl AnalysisObject {
     fn expire_sockets(&self, now: i64) -> Option<i64> {
         let mut next: Option<i64> = None;
         for ws in self.state.get_websockets() {
-            let Ok(Some(info)) = ws.deserialize_attachment::<SocketInfo>() else { continue };
+            let Ok(Some(info)) = ws.deserialize_attachment::<SocketInfo>() else {
+                continue;
+            };
             if info.expires_at_ms <= now {
                 let code = CloseCode::TokenExpired;
                 let _ = ws.close(Some(code.code()), Some(code.reason()));
@@ -251,7 +303,11 @@ impl DurableObject for AnalysisObject {
         if let Ok(pair) = worker::worker_sys::WebSocketRequestResponsePair::new(&ping, &pong) {
             state.set_websocket_auto_response(&pair);
         }
-        Self { state, env, analysis: RefCell::new(None) }
+        Self {
+            state,
+            env,
+            analysis: RefCell::new(None),
+        }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
@@ -272,15 +328,30 @@ impl DurableObject for AnalysisObject {
                 json_response(&snapshot, 200)
             }
             Op::Events { since, limit } => {
-                let last_seq = self.with_analysis(Some(&fwd.analysis_id), |a| a.last_seq())?.unwrap_or(0);
+                let last_seq = self
+                    .with_analysis(Some(&fwd.analysis_id), |a| a.last_seq())?
+                    .unwrap_or(0);
                 let events = self.store().events_after(*since, *limit)?;
                 json_response(&EventsPage { events, last_seq }, 200)
             }
-            Op::Cancel => match self.request_cancel(&fwd.analysis_id, &fwd.principal.sub, &limits)? {
-                Ok(()) => json_response(&CancelResponse { cancel_requested: true }, 202),
-                Err(body) => error_response(&body),
-            },
-            Op::Subscribe { since, select_subprotocol } => self.subscribe(&fwd, *since, *select_subprotocol, &limits).await,
+            Op::Cancel => {
+                match self.request_cancel(&fwd.analysis_id, &fwd.principal.sub, &limits)? {
+                    Ok(()) => json_response(
+                        &CancelResponse {
+                            cancel_requested: true,
+                        },
+                        202,
+                    ),
+                    Err(body) => error_response(&body),
+                }
+            }
+            Op::Subscribe {
+                since,
+                select_subprotocol,
+            } => {
+                self.subscribe(&fwd, *since, *select_subprotocol, &limits)
+                    .await
+            }
         }
     }
 
@@ -290,22 +361,32 @@ impl DurableObject for AnalysisObject {
             Err(_) => return Response::ok("misconfigured"),
         };
         let now = now_ms();
-        let id = self.with_analysis(None, |a| a.analysis_id().as_str().to_owned())?.unwrap_or_default();
+        let id = self
+            .with_analysis(None, |a| a.analysis_id().as_str().to_owned())?
+            .unwrap_or_default();
         let span = tracing::info_span!("alarm", analysis_id = %id);
         let _enter = span.enter();
         let expired = self
-            .with_analysis(None, |a| a.terminal_ts().is_some_and(|t| t.saturating_add(limits.retention_ms) <= now))?
+            .with_analysis(None, |a| {
+                a.terminal_ts()
+                    .is_some_and(|t| t.saturating_add(limits.retention_ms) <= now)
+            })?
             .unwrap_or(false);
         if expired {
             tracing::info!("retention over: deleting the analysis");
             self.store().wipe()?;
             *self.analysis.borrow_mut() = None;
             for ws in self.state.get_websockets() {
-                let _ = ws.close(Some(1000), Some("analysis deleted after its retention period"));
+                let _ = ws.close(
+                    Some(1000),
+                    Some("analysis deleted after its retention period"),
+                );
             }
             return Response::ok("deleted");
         }
-        let stalled = self.with_analysis(None, |a| a.check_stall(now, limits.stall_timeout_ms as u64))?.flatten();
+        let stalled = self
+            .with_analysis(None, |a| a.check_stall(now, limits.stall_timeout_ms as u64))?
+            .flatten();
         if let Some(event) = stalled {
             tracing::info!("stalled");
             self.commit(&[event], limits.history_limit)?;
@@ -315,8 +396,14 @@ impl DurableObject for AnalysisObject {
         Response::ok("ok")
     }
 
-    async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
-        let Some(mut info) = ws.deserialize_attachment::<SocketInfo>()? else { return Ok(()) };
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        let Some(mut info) = ws.deserialize_attachment::<SocketInfo>()? else {
+            return Ok(());
+        };
         let now = now_ms();
         if info.expires_at_ms <= now {
             let code = CloseCode::TokenExpired;
@@ -343,29 +430,58 @@ impl DurableObject for AnalysisObject {
             },
             Ok(ClientMessage::Ping) => Self::send(&ws, &ServerMessage::Pong),
             Ok(ClientMessage::Snapshot) => {
-                let snapshot = self.with_analysis(Some(&info.analysis_id), |a| a.snapshot())?.expect("created on demand");
+                let snapshot = self
+                    .with_analysis(Some(&info.analysis_id), |a| a.snapshot())?
+                    .expect("created on demand");
                 Self::send(&ws, &ServerMessage::Snapshot { snapshot })
             }
-            Ok(ClientMessage::Cancel) if !info.can_cancel => Self::send(&ws, &ServerMessage::Error {
-                code: ErrorCode::InsufficientScope,
-                message: "this token lacks scope cancel".into(),
-            }),
+            Ok(ClientMessage::Cancel) if !info.can_cancel => Self::send(
+                &ws,
+                &ServerMessage::Error {
+                    code: ErrorCode::InsufficientScope,
+                    message: "this token lacks scope cancel".into(),
+                },
+            ),
             Ok(ClientMessage::Cancel) => {
                 let limits = match self.limits() {
                     Ok(l) => l,
-                    Err(body) => return Self::send(&ws, &ServerMessage::Error { code: body.error.code, message: body.error.message }),
+                    Err(body) => {
+                        return Self::send(
+                            &ws,
+                            &ServerMessage::Error {
+                                code: body.error.code,
+                                message: body.error.message,
+                            },
+                        );
+                    }
                 };
                 match self.request_cancel(&info.analysis_id, &info.sub, &limits)? {
                     Ok(()) => Ok(()),
-                    Err(body) => Self::send(&ws, &ServerMessage::Error { code: body.error.code, message: body.error.message }),
+                    Err(body) => Self::send(
+                        &ws,
+                        &ServerMessage::Error {
+                            code: body.error.code,
+                            message: body.error.message,
+                        },
+                    ),
                 }
             }
         }
     }
 
-    async fn websocket_close(&self, ws: WebSocket, code: usize, reason: String, _clean: bool) -> Result<()> {
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        code: usize,
+        reason: String,
+        _clean: bool,
+    ) -> Result<()> {
         // Reciprocate; 1005 and 1006 are reserved and may not be sent.
-        let code = if code == 1000 || (3000..=4999).contains(&code) { code as u16 } else { 1000 };
+        let code = if code == 1000 || (3000..=4999).contains(&code) {
+            code as u16
+        } else {
+            1000
+        };
         let _ = ws.close(Some(code), Some(truncate_reason(&reason)));
         Ok(())
     }

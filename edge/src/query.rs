@@ -11,7 +11,10 @@ pub struct QueryError {
 }
 
 fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn non_negative(name: &'static str, value: &str) -> Result<u64, QueryError> {
@@ -24,18 +27,27 @@ fn non_negative(name: &'static str, value: &str) -> Result<u64, QueryError> {
 
 /// `since` of a WebSocket: absent means no replay.
 pub fn ws_since(pairs: &[(String, String)]) -> Result<Option<u64>, QueryError> {
-    param(pairs, "since").map(|v| non_negative("since", v)).transpose()
+    param(pairs, "since")
+        .map(|v| non_negative("since", v))
+        .transpose()
 }
 
 /// `since` (default 0) and `limit` (default and maximum from the contract's limits).
 pub fn events_page(pairs: &[(String, String)]) -> Result<(u64, usize), QueryError> {
-    let since = param(pairs, "since").map(|v| non_negative("since", v)).transpose()?.unwrap_or(0);
+    let since = param(pairs, "since")
+        .map(|v| non_negative("since", v))
+        .transpose()?
+        .unwrap_or(0);
     let limit = match param(pairs, "limit") {
         None => DEFAULT_EVENTS_PAGE,
         Some(v) => match non_negative("limit", v) {
             Ok(n) if (1..=MAX_EVENTS_PAGE as u64).contains(&n) => n as usize,
             _ => {
-                return Err(QueryError { name: "limit", rule: "an integer in 1..=1000", value: v.chars().take(32).collect() });
+                return Err(QueryError {
+                    name: "limit",
+                    rule: "an integer in 1..=1000",
+                    value: v.chars().take(32).collect(),
+                });
             }
         },
     };
@@ -47,7 +59,10 @@ mod tests {
     use super::*;
 
     fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -61,8 +76,17 @@ mod tests {
     #[test]
     fn events_page_defaults_and_bounds() {
         assert_eq!(events_page(&q(&[])), Ok((0, DEFAULT_EVENTS_PAGE)));
-        assert_eq!(events_page(&q(&[("since", "5"), ("limit", "1000")])), Ok((5, 1000)));
-        assert_eq!(events_page(&q(&[("limit", "0")])).unwrap_err().name, "limit");
-        assert_eq!(events_page(&q(&[("limit", "1001")])).unwrap_err().name, "limit");
+        assert_eq!(
+            events_page(&q(&[("since", "5"), ("limit", "1000")])),
+            Ok((5, 1000))
+        );
+        assert_eq!(
+            events_page(&q(&[("limit", "0")])).unwrap_err().name,
+            "limit"
+        );
+        assert_eq!(
+            events_page(&q(&[("limit", "1001")])).unwrap_err().name,
+            "limit"
+        );
     }
 }

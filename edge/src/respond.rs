@@ -16,15 +16,28 @@ pub fn error_response(body: &ErrorBody) -> Result<Response> {
 
 /// Browsers cannot read the status of a failed handshake, so a refused WebSocket is
 /// accepted and closed at once with the contract's code and a readable reason.
-pub fn refuse_websocket(code: CloseCode, detail: &str, select_subprotocol: bool) -> Result<Response> {
-    refuse_websocket_with(code.code(), &format!("{}: {detail}", code.reason()), select_subprotocol)
+pub fn refuse_websocket(
+    code: CloseCode,
+    detail: &str,
+    select_subprotocol: bool,
+) -> Result<Response> {
+    refuse_websocket_with(
+        code.code(),
+        &format!("{}: {detail}", code.reason()),
+        select_subprotocol,
+    )
 }
 
 /// Accepts and closes at once with any code.
-pub fn refuse_websocket_with(code: u16, reason: &str, select_subprotocol: bool) -> Result<Response> {
+pub fn refuse_websocket_with(
+    code: u16,
+    reason: &str,
+    select_subprotocol: bool,
+) -> Result<Response> {
     let pair = WebSocketPair::new()?;
     pair.server.accept()?;
-    pair.server.close(Some(code), Some(truncate_reason(reason)))?;
+    pair.server
+        .close(Some(code), Some(truncate_reason(reason)))?;
     websocket_response(pair.client, select_subprotocol)
 }
 
@@ -32,7 +45,9 @@ pub fn refuse_websocket_with(code: u16, reason: &str, select_subprotocol: bool) 
 pub fn websocket_response(client: WebSocket, select_subprotocol: bool) -> Result<Response> {
     let mut response = Response::from_websocket(client)?;
     if select_subprotocol {
-        response.headers_mut().set("sec-websocket-protocol", SUBPROTOCOL)?;
+        response
+            .headers_mut()
+            .set("sec-websocket-protocol", SUBPROTOCOL)?;
     }
     Ok(response)
 }

@@ -61,17 +61,38 @@ mod tests {
     #[test]
     fn every_contract_route_parses() {
         assert_eq!(Route::parse("GET", "/healthz"), Ok(Route::Health));
-        assert_eq!(Route::parse("GET", "/v1/analyses/a1"), Ok(Route::Snapshot("a1".into())));
-        assert_eq!(Route::parse("GET", "/v1/analyses/a1/events"), Ok(Route::Events("a1".into())));
-        assert_eq!(Route::parse("POST", "/v1/analyses/a1/events"), Ok(Route::Publish("a1".into())));
-        assert_eq!(Route::parse("POST", "/v1/analyses/a1/cancel"), Ok(Route::Cancel("a1".into())));
-        assert_eq!(Route::parse("GET", "/v1/analyses/a1/ws"), Ok(Route::Subscribe("a1".into())));
+        assert_eq!(
+            Route::parse("GET", "/v1/analyses/a1"),
+            Ok(Route::Snapshot("a1".into()))
+        );
+        assert_eq!(
+            Route::parse("GET", "/v1/analyses/a1/events"),
+            Ok(Route::Events("a1".into()))
+        );
+        assert_eq!(
+            Route::parse("POST", "/v1/analyses/a1/events"),
+            Ok(Route::Publish("a1".into()))
+        );
+        assert_eq!(
+            Route::parse("POST", "/v1/analyses/a1/cancel"),
+            Ok(Route::Cancel("a1".into()))
+        );
+        assert_eq!(
+            Route::parse("GET", "/v1/analyses/a1/ws"),
+            Ok(Route::Subscribe("a1".into()))
+        );
     }
 
     #[test]
     fn unknown_paths_and_wrong_methods_are_refused() {
-        assert_eq!(Route::parse("GET", "/v1/analyses"), Err(RouteError::NotFound));
-        assert_eq!(Route::parse("GET", "/v1/analyses/a/b/c"), Err(RouteError::NotFound));
+        assert_eq!(
+            Route::parse("GET", "/v1/analyses"),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(
+            Route::parse("GET", "/v1/analyses/a/b/c"),
+            Err(RouteError::NotFound)
+        );
         assert_eq!(
             Route::parse("DELETE", "/v1/analyses/a1"),
             Err(RouteError::MethodNotAllowed("DELETE".into()))

@@ -2,9 +2,9 @@
 //! after their frame is trimmed) and the state machine in one row.
 
 use serde::Deserialize;
+use stagecast_shared::Analysis;
 use stagecast_shared::stored::StoredEvent;
 use stagecast_shared::ws::ServerMessage;
-use stagecast_shared::Analysis;
 use worker::{Result, SqlStorage, SqlStorageValue};
 
 const STATE_KEY: &str = "analysis";
@@ -29,7 +29,9 @@ struct SeqRow {
 }
 
 fn seq_value(seq: u64) -> Result<SqlStorageValue> {
-    SqlStorageValue::try_from_i64(i64::try_from(seq).map_err(|e| worker::Error::RustError(e.to_string()))?)
+    SqlStorageValue::try_from_i64(
+        i64::try_from(seq).map_err(|e| worker::Error::RustError(e.to_string()))?,
+    )
 }
 
 impl Store {
@@ -42,14 +44,24 @@ impl Store {
             "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, frame TEXT)",
             None,
         )?;
-        self.sql.exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)", None)?;
+        self.sql.exec(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            None,
+        )?;
         Ok(())
     }
 
     pub fn load_analysis(&self) -> Result<Option<Analysis>> {
-        let rows: Vec<ValueRow> =
-            self.sql.exec("SELECT value FROM meta WHERE key = ?", vec![STATE_KEY.into()])?.to_array()?;
-        rows.first().map(|row| Ok(serde_json::from_str(&row.value)?)).transpose()
+        let rows: Vec<ValueRow> = self
+            .sql
+            .exec(
+                "SELECT value FROM meta WHERE key = ?",
+                vec![STATE_KEY.into()],
+            )?
+            .to_array()?;
+        rows.first()
+            .map(|row| Ok(serde_json::from_str(&row.value)?))
+            .transpose()
     }
 
     pub fn save_analysis(&self, analysis: &Analysis) -> Result<()> {
@@ -64,7 +76,10 @@ impl Store {
     pub fn has_event(&self, event_id: &str) -> Result<bool> {
         let rows: Vec<SeqRow> = self
             .sql
-            .exec("SELECT seq FROM events WHERE event_id = ? LIMIT 1", vec![event_id.into()])?
+            .exec(
+                "SELECT seq FROM events WHERE event_id = ? LIMIT 1",
+                vec![event_id.into()],
+            )?
             .to_array()?;
         Ok(!rows.is_empty())
     }
@@ -89,8 +104,13 @@ impl Store {
     }
 
     fn first_retained(&self) -> Result<Option<u64>> {
-        let rows: Vec<SeqRow> =
-            self.sql.exec("SELECT MIN(seq) AS seq FROM events WHERE frame IS NOT NULL", None)?.to_array()?;
+        let rows: Vec<SeqRow> = self
+            .sql
+            .exec(
+                "SELECT MIN(seq) AS seq FROM events WHERE frame IS NOT NULL",
+                None,
+            )?
+            .to_array()?;
         Ok(rows.first().and_then(|r| r.seq).map(|s| s as u64))
     }
 
@@ -112,7 +132,9 @@ impl Store {
         if since >= last_seq {
             return Ok((Vec::new(), since == last_seq));
         }
-        let recovered = self.first_retained()?.is_some_and(|first| first <= since + 1);
+        let recovered = self
+            .first_retained()?
+            .is_some_and(|first| first <= since + 1);
         Ok((self.frames(since, None)?, recovered))
     }
 
@@ -122,7 +144,9 @@ impl Store {
             .iter()
             .map(|text| match serde_json::from_str(text)? {
                 ServerMessage::Event(stored) => Ok(stored),
-                other => Err(worker::Error::RustError(format!("not an event frame: {other:?}"))),
+                other => Err(worker::Error::RustError(format!(
+                    "not an event frame: {other:?}"
+                ))),
             })
             .collect()
     }

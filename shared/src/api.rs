@@ -60,6 +60,8 @@ pub enum ErrorCode {
     AnalysisNotGranted,
     /// 404: no such route.
     NotFound,
+    /// 404 (node API): no analysis with this id on this node.
+    AnalysisNotFound,
     /// 405: the route exists, not with this method.
     MethodNotAllowed,
     /// 409: an event other than `started` before `started`.
@@ -72,6 +74,8 @@ pub enum ErrorCode {
     ProgressBackwards,
     /// 409: a stage not named in `started`.
     UnknownStage,
+    /// 409 (node API): an analysis with this id was already submitted to this node.
+    AnalysisExists,
     /// 413: the body is larger than 256 KiB (`MAX_BODY_BYTES`).
     PayloadTooLarge,
     /// 429: slow down (see `Retry-After`).
@@ -90,11 +94,10 @@ impl ErrorCode {
             InvalidAnalysisId | InvalidJson | InvalidEvent | InvalidRequest | InvalidMessage => 400,
             MissingToken | InvalidToken | TokenExpired => 401,
             InsufficientScope | AnalysisNotGranted => 403,
-            NotFound => 404,
+            NotFound | AnalysisNotFound => 404,
             MethodNotAllowed => 405,
-            NotStarted | AlreadyStarted | AnalysisFinished | ProgressBackwards | UnknownStage => {
-                409
-            }
+            NotStarted | AlreadyStarted | AnalysisFinished | ProgressBackwards | UnknownStage
+            | AnalysisExists => 409,
             PayloadTooLarge => 413,
             RateLimited => 429,
             Internal => 500,

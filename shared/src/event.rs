@@ -79,6 +79,14 @@ impl EventKind {
             Self::Heartbeat { .. } => "heartbeat",
         }
     }
+
+    /// Completed, failed or cancelled: the last event of an analysis.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Self::Completed { .. } | Self::Failed { .. } | Self::Cancelled { .. }
+        )
+    }
 }
 
 /// A stage declared by `started`. Overall progress is the weight-averaged stage progress.

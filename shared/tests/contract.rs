@@ -307,6 +307,8 @@ fn error_body_shape_and_statuses() {
         (ErrorCode::AnalysisFinished, 409),
         (ErrorCode::PayloadTooLarge, 413),
         (ErrorCode::RateLimited, 429),
+        (ErrorCode::AnalysisNotFound, 404),
+        (ErrorCode::AnalysisExists, 409),
     ] {
         assert_eq!(code.status(), status, "{code:?}");
     }

@@ -340,6 +340,30 @@ fn dev_tenant_round_trip() {
 }
 
 #[test]
+fn single_hs256_key_set_verifies_only_its_tenant_and_kid() {
+    let keys = KeySet::hs256("acme", "node-key", SECRET).unwrap();
+    let token = mint(
+        &claims("acme"),
+        &SigningKey::hs256("node-key", SECRET.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(verify(&token, &keys, NOW).unwrap().tenant, "acme");
+    let other_kid = mint(
+        &claims("acme"),
+        &SigningKey::hs256("k2", SECRET.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    assert!(matches!(
+        verify(&other_kid, &keys, NOW),
+        Err(TokenError::UnknownKey { .. })
+    ));
+    assert!(matches!(
+        KeySet::hs256("bad tenant", "k", SECRET),
+        Err(KeySetError::BadTenantId { .. })
+    ));
+}
+
+#[test]
 fn short_hs256_secrets_are_refused() {
     assert!(matches!(
         KeySet::dev("short"),

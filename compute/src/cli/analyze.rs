@@ -1,22 +1,30 @@
-//! `stagecast-node analyze`: one analysis, here, with live progress.
+//! `stagecast-node analyze`: one analysis, here, with live progress, published to the
+//! edge when one is configured.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use serde_json::json;
+use stagecast_compute::jobs::new_analysis_id;
 use stagecast_compute::pipeline::{self, Outcome};
-use stagecast_compute::{CancellationToken, Catalog, Model, PipelineOptions, Source};
-use stagecast_shared::event::AnalysisResult;
+use stagecast_compute::publish::Publication;
+use stagecast_compute::tracker::Tracker;
+use stagecast_compute::{CancellationToken, Catalog, Model, Source};
+use stagecast_shared::ids::AnalysisId;
 
-use super::progress::Bars;
+use super::link::LinkArgs;
+use super::progress::{Bars, print_result};
 use super::{AnalyzeArgs, NodeArgs};
 
-/// Regions printed in the human-readable result.
-const REGIONS_SHOWN: usize = 20;
-
-pub async fn run(node: &NodeArgs, args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
-    let runtime = node.runtime(args.threads);
+pub async fn run(node: &NodeArgs, link: &LinkArgs, args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
+    let id = match &args.analysis_id {
+        Some(id) => AnalysisId::parse(id).context("--analysis-id")?,
+        None => new_analysis_id(),
+    };
+    let publishing = link.publishing()?;
+    let runtime = node.runtime(args.pipeline.threads);
     let catalog = Catalog::load(&runtime.models_dir)?;
     let model = tokio::task::spawn_blocking({
         let name = args.model.clone();
@@ -24,10 +32,7 @@ pub async fn run(node: &NodeArgs, args: AnalyzeArgs) -> anyhow::Result<ExitCode>
     })
     .await??;
     let source = Source::parse(&args.input)?;
-    let options = PipelineOptions {
-        fps: args.fps,
-        batch_size: args.batch_size,
-    };
+    let options = args.pipeline.options();
 
     let cancel = CancellationToken::new();
     tokio::spawn({
@@ -38,22 +43,50 @@ pub async fn run(node: &NodeArgs, args: AnalyzeArgs) -> anyhow::Result<ExitCode>
             }
         }
     });
+    let publication = match &publishing {
+        Some(p) => {
+            let publication = Publication::start(
+                p.link.clone(),
+                &p.outbox,
+                id.clone(),
+                cancel.clone(),
+                Arc::new(|| 0),
+            )?;
+            eprintln!("publishing to {} as analysis {id}", p.link.base());
+            Some(publication)
+        }
+        None => None,
+    };
+
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let started = Instant::now();
     let analysis = tokio::spawn({
-        let source = source.clone();
+        let (source, cancel) = (source.clone(), cancel.clone());
         async move { pipeline::run(Arc::new(model), &source, &options, cancel, tx).await }
     });
 
+    let mut tracker = Tracker::new(id.clone());
     let mut bars = (!args.json).then(Bars::new);
     while let Some(update) = rx.recv().await {
+        let event = update.to_event();
         match &mut bars {
-            Some(bars) => bars.show(&update),
-            None => println!("{}", serde_json::to_string(&update.to_event())?),
+            Some(bars) => bars.show(&event),
+            None => println!("{}", serde_json::to_string(&event)?),
+        }
+        tracker.record(event.clone());
+        if let Some(p) = &publication {
+            p.send(event);
         }
     }
     let outcome = analysis.await.context("the analysis task failed")?;
     let seconds = started.elapsed().as_secs_f64();
+    drop(bars);
+    if args.json {
+        println!("{}", json!({ "snapshot": tracker.snapshot() }));
+    }
+    if let Some(p) = publication {
+        deliver(p).await;
+    }
     match outcome {
         Ok(Outcome::Completed(result)) => {
             eprintln!(
@@ -62,7 +95,7 @@ pub async fn run(node: &NodeArgs, args: AnalyzeArgs) -> anyhow::Result<ExitCode>
                 result.frames_processed as f64 / seconds
             );
             if !args.json {
-                print_result(&args.model, &source, &result);
+                print_result(&format!("{} on {source}", args.model), &result);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -85,35 +118,17 @@ pub async fn run(node: &NodeArgs, args: AnalyzeArgs) -> anyhow::Result<ExitCode>
     }
 }
 
-fn print_result(model: &str, source: &Source, r: &AnalysisResult) {
-    println!(
-        "{model} on {source}: {} (score {:.3})",
-        if r.flagged { "FLAGGED" } else { "not flagged" },
-        r.score
-    );
-    if r.validation_required {
-        println!("low confidence: a person should check this one");
-    }
-    println!("frames: {} of {}", r.frames_processed, r.total_frames);
-    if let Some(summary) = &r.summary {
-        println!("summary: {summary}");
-    }
-    for g in r.regions.iter().take(REGIONS_SHOWN) {
-        println!(
-            "  frame {:>5}  x {:>5} y {:>5} w {:>5} h {:>5}  score {:.2}  {}",
-            g.frame,
-            g.x,
-            g.y,
-            g.w,
-            g.h,
-            g.score,
-            g.label.as_deref().unwrap_or("")
-        );
-    }
-    if r.regions.len() > REGIONS_SHOWN {
-        println!(
-            "  ... and {} more (see --json)",
-            r.regions.len() - REGIONS_SHOWN
-        );
+/// Waits for the edge to confirm everything; Ctrl-C leaves the rest in the outbox.
+async fn deliver(publication: Publication) {
+    eprintln!("waiting for the edge to confirm every event (Ctrl-C leaves them in the outbox)");
+    tokio::select! {
+        delivered = publication.finish() => match delivered {
+            Ok(d) if d.refused == 0 => eprintln!("the edge has all {} events", d.confirmed),
+            Ok(d) => eprintln!("the edge has {} events and refused {} (see the log)", d.confirmed, d.refused),
+            Err(e) => eprintln!("publishing failed: {e}"),
+        },
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("stopped waiting: unsent events stay in the outbox; `stagecast-node serve` sends them");
+        }
     }
 }

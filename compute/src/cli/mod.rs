@@ -1,8 +1,14 @@
-//! Command line: flags, and one module per command.
+//! Command line: flags, and one module per command. Every flag also reads an environment
+//! variable and a key of the `--config` TOML file, in that order of precedence.
 
 mod analyze;
+mod config_file;
+mod link;
 mod models;
 mod progress;
+mod serve;
+mod token;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,15 +18,27 @@ use stagecast_compute::config::{self, Device, ENV_MODELS_DIR, ENV_ORT_DYLIB};
 use stagecast_compute::model::DEFAULT_MODEL;
 use stagecast_compute::{PipelineOptions, RuntimeOptions};
 
+pub use config_file::parse;
+use link::LinkArgs;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "stagecast-node",
     version,
-    about = "Stagecast compute node: runs ONNX analyses and reports their progress"
+    about = "Stagecast compute node: runs ONNX analyses and publishes their progress to the edge",
+    after_help = "Every flag can also be set by its environment variable or, below that, by a key \
+                  of the --config TOML file: top-level keys for the global flags (e.g. edge = \
+                  \"http://127.0.0.1:8787\"), a [serve], [analyze], [watch] or [token] table for \
+                  a command's own (e.g. [serve] concurrency = 2). Keys are the long flag names."
 )]
 pub struct Cli {
+    /// TOML file of settings (flags and environment variables override it)
+    #[arg(long, global = true, env = "STAGECAST_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub node: NodeArgs,
+    #[command(flatten)]
+    pub link: LinkArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -51,10 +69,40 @@ impl NodeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Analyse one image or video (a path or an http(s) URL) here, showing each stage's progress
+    /// Run the node daemon: an HTTP API that queues analyses and publishes them to the edge
+    Serve(serve::ServeArgs),
+    /// Analyse one image or video (a path or an http(s) URL) here, showing each stage's
+    /// progress; publishes to the edge when --edge is set
     Analyze(AnalyzeArgs),
+    /// Follow an analysis on the edge from the terminal, to its result
+    Watch(watch::WatchArgs),
+    /// Mint a development token (viewer, node or admin) with this node's key
+    Token(token::TokenArgs),
     /// List the model manifests and check that each model loads
     Models,
+}
+
+/// How each analysis runs; `analyze` takes them per run, `serve` as defaults.
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    /// Video frames sampled per second of footage
+    #[arg(long, env = "STAGECAST_FPS", default_value_t = PipelineOptions::default().fps, value_parser = positive_fps)]
+    pub fps: f64,
+    /// Frames per inference call
+    #[arg(long, env = "STAGECAST_BATCH_SIZE", default_value_t = PipelineOptions::default().batch_size, value_parser = count)]
+    pub batch_size: usize,
+    /// Threads ONNX Runtime uses inside an operator [default: all cores]
+    #[arg(long, env = "STAGECAST_THREADS", value_parser = count)]
+    pub threads: Option<usize>,
+}
+
+impl PipelineArgs {
+    fn options(&self) -> PipelineOptions {
+        PipelineOptions {
+            fps: self.fps,
+            batch_size: self.batch_size,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -64,16 +112,13 @@ pub struct AnalyzeArgs {
     /// Model manifest to run (see `stagecast-node models`)
     #[arg(long, default_value = DEFAULT_MODEL)]
     pub model: String,
-    /// Video frames sampled per second of footage
-    #[arg(long, default_value_t = PipelineOptions::default().fps, value_parser = positive_fps)]
-    pub fps: f64,
-    /// Frames per inference call
-    #[arg(long, default_value_t = PipelineOptions::default().batch_size, value_parser = count)]
-    pub batch_size: usize,
-    /// Threads ONNX Runtime uses inside an operator [default: all cores]
-    #[arg(long, value_parser = count)]
-    pub threads: Option<usize>,
-    /// Print each update and the result as newline-delimited JSON (contract events) on stdout
+    /// Analysis id on the edge [default: a new random one]
+    #[arg(long)]
+    pub analysis_id: Option<String>,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Print each update as newline-delimited JSON (contract events), then the final
+    /// snapshot as {"snapshot": ...}, on stdout
     #[arg(long)]
     pub json: bool,
 }
@@ -94,7 +139,10 @@ fn count(s: &str) -> Result<usize, String> {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Analyze(args) => analyze::run(&cli.node, args).await,
+        Command::Serve(args) => serve::run(&cli.node, &cli.link, args).await,
+        Command::Analyze(args) => analyze::run(&cli.node, &cli.link, args).await,
+        Command::Watch(args) => watch::run(&cli.link, args).await,
+        Command::Token(args) => token::run(&cli.link, args),
         Command::Models => models::run(&cli.node).await,
     }
 }

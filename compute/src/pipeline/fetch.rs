@@ -20,12 +20,24 @@ pub enum Source {
 }
 
 impl Source {
-    /// `http://` and `https://` are URLs; anything else is a local path.
+    /// `http://` and `https://` are URLs; another `scheme://` is refused; anything else
+    /// is a local path.
     pub fn parse(input: &str) -> Result<Self, Error> {
         if input.starts_with("http://") || input.starts_with("https://") {
             reqwest::Url::parse(input)
                 .map(Self::Url)
-                .map_err(|e| Error::InputNotFound(format!("{input}: {e}")))
+                .map_err(|e| Error::UnsupportedInput(format!("{input}: {e}")))
+        } else if input.trim().is_empty() {
+            Err(Error::UnsupportedInput("the input is empty".into()))
+        } else if let Some((scheme, _)) = input.split_once("://")
+            && !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        {
+            Err(Error::UnsupportedInput(format!(
+                "{input}: {scheme}:// is not supported; use http(s):// or a local path"
+            )))
         } else {
             Ok(Self::Path(PathBuf::from(input)))
         }

@@ -16,6 +16,8 @@ pub(crate) async fn infer(
     cancel: &CancellationToken,
 ) -> Result<Option<Tensor32>, Error> {
     let options = Arc::new(RunOptions::new().map_err(|e| Error::InferenceFailed(e.to_string()))?);
+    let frames = batch.shape.first().copied().unwrap_or(0);
+    let started = std::time::Instant::now();
     let mut run = tokio::task::spawn_blocking({
         let (model, options) = (model.clone(), options.clone());
         move || model.run(batch, &options)
@@ -30,6 +32,11 @@ pub(crate) async fn infer(
             let _ = run.await;
             Ok(None)
         }
-        output = &mut run => Ok(Some(output??)),
+        output = &mut run => {
+            let output = output??;
+            metrics::histogram!("stagecast_inference_batch_size").record(frames as f64);
+            metrics::histogram!("stagecast_inference_seconds").record(started.elapsed().as_secs_f64());
+            Ok(Some(output))
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! Sends updates and keeps each stage's progress inside the contract's rules.
 
+use std::time::Instant;
+
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::update::{Stage, StageUpdate, Update};
@@ -12,6 +14,8 @@ const UNFINISHED_MAX: f64 = 0.99;
 pub(crate) struct Reporter {
     tx: UnboundedSender<Update>,
     progress: [f64; Stage::ALL.len()],
+    /// When each stage first reported, for the stage duration metric.
+    began: [Option<Instant>; Stage::ALL.len()],
 }
 
 impl Reporter {
@@ -19,6 +23,7 @@ impl Reporter {
         Self {
             tx,
             progress: [0.0; Stage::ALL.len()],
+            began: [None; Stage::ALL.len()],
         }
     }
 
@@ -49,8 +54,14 @@ impl Reporter {
         frames: Option<(u64, Option<u64>)>,
         message: Option<String>,
     ) {
-        let progress = fraction.max(self.progress[stage.index()]);
-        self.progress[stage.index()] = progress;
+        let i = stage.index();
+        let progress = fraction.max(self.progress[i]);
+        let began = *self.began[i].get_or_insert_with(Instant::now);
+        if progress >= 1.0 && self.progress[i] < 1.0 {
+            metrics::histogram!("stagecast_stage_seconds", "stage" => stage.name())
+                .record(began.elapsed().as_secs_f64());
+        }
+        self.progress[i] = progress;
         self.send(Update::Progress(StageUpdate {
             stage,
             progress,

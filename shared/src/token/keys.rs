@@ -156,14 +156,25 @@ impl KeySet {
 
     /// The local-development key set: tenant `dev`, kid `dev`, HS256 with `secret`.
     pub fn dev(secret: &str) -> Result<Self, KeySetError> {
-        check_secret(DEV_KID, secret.as_bytes())?;
+        Self::hs256(DEV_TENANT, DEV_KID, secret)
+    }
+
+    /// One tenant with one HS256 key (a node that shares its tenant's secret).
+    pub fn hs256(tenant: &str, kid: &str, secret: &str) -> Result<Self, KeySetError> {
+        if let Err(source) = check_id(tenant) {
+            return Err(KeySetError::BadTenantId {
+                tenant: tenant.to_owned(),
+                source,
+            });
+        }
+        check_secret(kid, secret.as_bytes())?;
         let key = VerifyingKey {
             alg: Alg::HS256,
             key: DecodingKey::from_secret(secret.as_bytes()),
         };
-        let keys = HashMap::from([(DEV_KID.to_owned(), key)]);
+        let keys = HashMap::from([(kid.to_owned(), key)]);
         Ok(Self {
-            tenants: HashMap::from([(DEV_TENANT.to_owned(), keys)]),
+            tenants: HashMap::from([(tenant.to_owned(), keys)]),
         })
     }
 

@@ -1,0 +1,106 @@
+//! `stagecast-node serve`: the daemon.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use stagecast_compute::jobs::{Jobs, QueueLimits};
+use stagecast_compute::model::DEFAULT_MODEL;
+use stagecast_compute::serve::{ServeState, router};
+use stagecast_compute::{Catalog, Model};
+use stagecast_shared::token::KeySet;
+
+use super::link::LinkArgs;
+use super::{NodeArgs, PipelineArgs, count};
+
+/// Seconds; the figures of a CPU or GPU node fall in this range.
+const DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the node API
+    #[arg(long, env = "STAGECAST_NODE_LISTEN", default_value = "127.0.0.1:8788")]
+    pub listen: SocketAddr,
+    /// Analyses running at once
+    #[arg(long, env = "STAGECAST_CONCURRENCY", default_value_t = 1, value_parser = count)]
+    pub concurrency: usize,
+    /// Analyses waiting for a slot; beyond it submissions get 429 with Retry-After
+    #[arg(long, env = "STAGECAST_QUEUE", default_value_t = 16)]
+    pub queue: usize,
+    /// Models loaded at start, comma-separated (see `stagecast-node models`)
+    #[arg(long, env = "STAGECAST_MODELS", default_value = DEFAULT_MODEL, value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// Tenants and keys that may call the node API, as the edge's STAGECAST_TENANTS JSON
+    /// [default: this node's own HS256 key]
+    #[arg(long, env = "STAGECAST_TENANTS", hide_env_values = true)]
+    pub tenants: Option<String>,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+pub async fn run(node: &NodeArgs, link: &LinkArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let metrics = PrometheusBuilder::new()
+        .set_buckets(DURATION_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full("stagecast_inference_batch_size".into()),
+            BATCH_BUCKETS,
+        )?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let keys = match &args.tenants {
+        Some(json) => KeySet::from_json(json).context("--tenants")?,
+        None => link.own_key_set()?,
+    };
+    let publishing = link.publishing()?;
+    if publishing.is_none() {
+        tracing::warn!("no --edge: analyses run here and are published nowhere");
+    }
+    let edge = publishing.as_ref().map(|p| p.link.clone());
+    let limits = QueueLimits {
+        concurrency: args.concurrency,
+        capacity: args.queue,
+    };
+    let jobs = Arc::new(Jobs::new(args.pipeline.options(), limits, publishing));
+    let resumed = jobs.resume_outboxes()?;
+    if resumed > 0 {
+        tracing::info!(resumed, "sending what an earlier run left in the outbox");
+    }
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, edge = ?link.edge, "node API up; models loading");
+
+    // /healthz answers while the models load; /readyz waits for them
+    let runtime = node.runtime(args.pipeline.threads);
+    let catalog = Catalog::load(&runtime.models_dir)?;
+    for name in args.models.clone() {
+        let (catalog, runtime, jobs) = (catalog.clone(), runtime.clone(), jobs.clone());
+        tokio::task::spawn_blocking(move || match Model::load(&catalog, &name, &runtime) {
+            Ok(model) => jobs.add_model(Arc::new(model)),
+            Err(e) => tracing::error!(model = %name, code = e.code(), "model not loaded: {e}"),
+        });
+    }
+
+    let state = Arc::new(ServeState::new(jobs, keys, edge, metrics));
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown())
+        .await?;
+    tracing::info!("stopped; unsent events stay in the outbox for the next start");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

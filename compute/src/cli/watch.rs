@@ -1,0 +1,245 @@
+//! `stagecast-node watch`: follows an analysis on the edge over its WebSocket, the way a
+//! browser does: replay from the start, resume after the last seq on reconnect, close
+//! codes obeyed.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use futures_util::{SinkExt, StreamExt};
+use stagecast_shared::close::{CloseCode, Reconnect};
+use stagecast_shared::event::EventKind;
+use stagecast_shared::ids::AnalysisId;
+use stagecast_shared::stored::{EdgeEventKind, StoredEventBody};
+use stagecast_shared::token::Scope;
+use stagecast_shared::ws::ServerMessage;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use super::link::LinkArgs;
+use super::progress::{Bars, print_result};
+
+/// No message (not even a pong) for this long: the connection is dead.
+const SILENCE_LIMIT: Duration = Duration::from_secs(45);
+const PING_EVERY: Duration = Duration::from_secs(20);
+const RECONNECT_CAP: Duration = Duration::from_secs(30);
+/// Failed connection attempts in a row before giving up.
+const MAX_ATTEMPTS: u32 = 12;
+const MINTED_TTL_S: i64 = 3600;
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The analysis to follow
+    pub analysis_id: String,
+    /// Token to watch with [default: a viewer token signed with this node's key]
+    #[arg(long, env = "STAGECAST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print every server message as JSON on stdout instead of drawing bars
+    #[arg(long)]
+    pub json: bool,
+}
+
+enum Ended {
+    Finished(ExitCode),
+    /// The socket dropped; reconnect after the last seq.
+    Dropped,
+    /// 4010: a fresh token, then reconnect.
+    TokenExpired,
+}
+
+pub async fn run(link: &LinkArgs, args: WatchArgs) -> anyhow::Result<ExitCode> {
+    let id = AnalysisId::parse(&args.analysis_id).context("analysis id")?;
+    let mut url = reqwest::Url::parse(link.edge_url()?).context("--edge")?;
+    let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+    url.set_scheme(scheme)
+        .map_err(|()| anyhow::anyhow!("--edge must be an http(s) URL"))?;
+    let url = url.join(&format!("v1/analyses/{id}/ws"))?;
+    let mint = || -> anyhow::Result<String> {
+        let now_s = stagecast_compute::publish::now_ms() / 1000;
+        Ok(link.identity()?.token(
+            &[Scope::Subscribe, Scope::Cancel],
+            &[id.as_str()],
+            now_s,
+            MINTED_TTL_S,
+        )?)
+    };
+    let mut token = match &args.token {
+        Some(t) => t.clone(),
+        None => mint()?,
+    };
+
+    let mut watch = Watch {
+        last_seq: 0,
+        bars: (!args.json).then(Bars::new),
+    };
+    let mut failures = 0u32;
+    loop {
+        let mut request = format!("{url}?since={}", watch.last_seq).into_client_request()?;
+        request.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}"))?,
+        );
+        let ws = match tokio_tungstenite::connect_async(request).await {
+            Ok((ws, _)) => ws,
+            Err(e) => {
+                failures += 1;
+                if failures >= MAX_ATTEMPTS {
+                    bail!("cannot reach the edge at {url}: {e}");
+                }
+                let wait = Duration::from_secs(1 << failures.min(5)).min(RECONNECT_CAP);
+                watch.note(&format!(
+                    "cannot connect ({e}); retrying in {}s",
+                    wait.as_secs()
+                ));
+                tokio::time::sleep(wait.mul_f64(fastrand::f64())).await;
+                continue;
+            }
+        };
+        failures = 0;
+        match watch.follow(ws, args.json).await? {
+            Ended::Finished(code) => return Ok(code),
+            Ended::Dropped => watch.note("connection lost; resuming"),
+            Ended::TokenExpired if args.token.is_none() => token = mint()?,
+            Ended::TokenExpired => bail!("the token expired; pass a fresh --token"),
+        }
+    }
+}
+
+struct Watch {
+    last_seq: u64,
+    bars: Option<Bars>,
+}
+
+impl Watch {
+    fn note(&self, line: &str) {
+        match &self.bars {
+            Some(bars) => bars.note(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    async fn follow(
+        &mut self,
+        mut ws: tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        json: bool,
+    ) -> anyhow::Result<Ended> {
+        let mut ping = tokio::time::interval(PING_EVERY);
+        loop {
+            let message = tokio::select! {
+                m = tokio::time::timeout(SILENCE_LIMIT, ws.next()) => m,
+                _ = ping.tick() => {
+                    let _ = ws.send(Message::Text(r#"{"type":"ping"}"#.into())).await;
+                    continue;
+                }
+            };
+            let message = match message {
+                Err(_) | Ok(None) | Ok(Some(Err(_))) => return Ok(Ended::Dropped),
+                Ok(Some(Ok(m))) => m,
+            };
+            match message {
+                Message::Text(text) => {
+                    if json {
+                        println!("{text}");
+                    }
+                    let parsed: ServerMessage = serde_json::from_str(&text)
+                        .with_context(|| format!("unexpected message from the edge: {text}"))?;
+                    if let Some(code) = self.handle(parsed) {
+                        return Ok(Ended::Finished(code));
+                    }
+                }
+                Message::Close(frame) => {
+                    let (code, reason) = frame
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .unwrap_or((1005, String::new()));
+                    return match CloseCode::from_code(code).map(CloseCode::reconnect) {
+                        Some(Reconnect::WithNewTokenSinceLastSeq) => Ok(Ended::TokenExpired),
+                        Some(Reconnect::Never | Reconnect::WithNewToken) => {
+                            bail!("the edge closed the socket: {code} {reason}")
+                        }
+                        _ => Ok(Ended::Dropped),
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The exit code once the analysis ended.
+    fn handle(&mut self, message: ServerMessage) -> Option<ExitCode> {
+        match message {
+            ServerMessage::Hello {
+                snapshot,
+                recovered,
+                ..
+            } => {
+                if !recovered {
+                    self.note("older events are no longer kept; showing where the analysis stands");
+                    if let Some(bars) = &mut self.bars {
+                        bars.catch_up(&snapshot);
+                    }
+                    self.last_seq = snapshot.last_seq;
+                }
+                if snapshot.last_seq == 0 {
+                    self.note(&format!(
+                        "{}: waiting for a node to start it",
+                        snapshot.analysis_id
+                    ));
+                }
+                None
+            }
+            ServerMessage::Event(stored) => {
+                if stored.seq <= self.last_seq {
+                    return None; // seen before a reconnect
+                }
+                self.last_seq = stored.seq;
+                match stored.event {
+                    StoredEventBody::Node(event) => self.show(&event.kind),
+                    StoredEventBody::Edge(edge) => {
+                        self.note(&match edge.kind {
+                            EdgeEventKind::CancelRequested { by } => {
+                                format!("cancel requested by {by}")
+                            }
+                            EdgeEventKind::Stalled { silent_ms } => {
+                                format!("stalled: nothing from the node for {} s", silent_ms / 1000)
+                            }
+                        });
+                        None
+                    }
+                }
+            }
+            ServerMessage::Error { code, message } => {
+                self.note(&format!("the edge refused a message: {code:?}: {message}"));
+                None
+            }
+            ServerMessage::Snapshot { .. } | ServerMessage::Pong => None,
+        }
+    }
+
+    fn show(&mut self, kind: &EventKind) -> Option<ExitCode> {
+        if let Some(bars) = &mut self.bars {
+            bars.show(kind);
+        }
+        let json = self.bars.is_none();
+        match kind {
+            EventKind::Completed { result } => {
+                if !json {
+                    print_result("result", result);
+                }
+                Some(ExitCode::SUCCESS)
+            }
+            EventKind::Failed { error } => {
+                eprintln!("failed ({}): {}", error.code, error.message);
+                Some(ExitCode::FAILURE)
+            }
+            EventKind::Cancelled { .. } => {
+                eprintln!("cancelled");
+                Some(ExitCode::from(130))
+            }
+            _ => None,
+        }
+    }
+}

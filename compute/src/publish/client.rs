@@ -1,0 +1,208 @@
+//! The node's HTTP link to the edge: signed publishes and a reachability probe.
+
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+use stagecast_shared::api::{ErrorBody, PublishResponse};
+use stagecast_shared::ids::AnalysisId;
+use stagecast_shared::token::{Claims, MintError, Scope, SigningKey, mint};
+
+/// Lifetime of the node tokens the link signs for itself.
+const TOKEN_TTL_S: i64 = 300;
+/// A token is replaced this long before it expires.
+const TOKEN_MARGIN_S: i64 = 60;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Who this node is to the edge, and the key it signs its tokens with.
+pub struct NodeIdentity {
+    /// The tenant (`iss`) the node publishes for.
+    pub tenant: String,
+    /// The node's name (`sub`).
+    pub node_id: String,
+    pub key: SigningKey,
+}
+
+impl NodeIdentity {
+    /// A token of this identity with `scopes` over `analyses`, valid for `ttl_s` from `now_s`.
+    pub fn token(
+        &self,
+        scopes: &[Scope],
+        analyses: &[&str],
+        now_s: i64,
+        ttl_s: i64,
+    ) -> Result<String, MintError> {
+        let claims = Claims::new(&self.tenant, &self.node_id, scopes, analyses, now_s, ttl_s);
+        mint(&claims, &self.key)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("edge URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("the edge could not be reached: {0}")]
+    Transport(#[source] reqwest::Error),
+    #[error("the edge answered {status}: {code}: {message}")]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+        /// The batch index of the event it refused, when it names one.
+        index: Option<u32>,
+        retry_after: Option<Duration>,
+    },
+    #[error(transparent)]
+    Token(#[from] MintError),
+}
+
+impl PublishError {
+    /// Refused for what the batch holds (400, 409, 413): sending it again cannot work.
+    /// Anything else (no connection, 5xx, 429, a token the edge does not know yet) may
+    /// pass later and is retried.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Self::Refused {
+                status: 400 | 409 | 413,
+                ..
+            }
+        )
+    }
+}
+
+/// A short-lived node token for one analysis, replaced before it expires.
+#[derive(Default)]
+pub struct TokenCache {
+    current: Option<(String, i64)>,
+}
+
+impl TokenCache {
+    pub fn get(
+        &mut self,
+        identity: &NodeIdentity,
+        analysis: &AnalysisId,
+        now_s: i64,
+    ) -> Result<&str, MintError> {
+        let fresh = self
+            .current
+            .as_ref()
+            .is_some_and(|(_, exp)| now_s < exp - TOKEN_MARGIN_S);
+        if !fresh {
+            let token =
+                identity.token(&[Scope::Publish], &[analysis.as_str()], now_s, TOKEN_TTL_S)?;
+            self.current = Some((token, now_s + TOKEN_TTL_S));
+        }
+        Ok(&self.current.as_ref().expect("set above").0)
+    }
+}
+
+pub struct EdgeLink {
+    base: Url,
+    http: reqwest::Client,
+    identity: NodeIdentity,
+}
+
+impl EdgeLink {
+    pub fn new(base: &str, identity: NodeIdentity) -> Result<Self, LinkError> {
+        let bad = |reason: &str| LinkError::BadUrl {
+            url: base.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let base = Url::parse(base).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+            return Err(bad("use an http:// or https:// URL"));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()?;
+        Ok(Self {
+            base,
+            http,
+            identity,
+        })
+    }
+
+    pub fn identity(&self) -> &NodeIdentity {
+        &self.identity
+    }
+
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> Url {
+        self.base.join(path).expect("paths of the contract join")
+    }
+
+    /// Posts one `{"events": [...]}` body.
+    pub async fn publish(
+        &self,
+        analysis: &AnalysisId,
+        token: &str,
+        body: String,
+    ) -> Result<PublishResponse, PublishError> {
+        let response = self
+            .http
+            .post(self.url(&format!("v1/analyses/{analysis}/events")))
+            .bearer_auth(token)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(PublishError::Transport)?;
+        let status = response.status();
+        if status == StatusCode::OK {
+            return response.json().await.map_err(PublishError::Transport);
+        }
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .map(Duration::from_secs);
+        let text = response.text().await.unwrap_or_default();
+        let (code, message, index) = match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => (
+                serde_json::to_value(body.error.code)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                body.error.message,
+                body.error.index,
+            ),
+            // not the contract's body: a proxy or a wrong URL
+            Err(_) => ("unexpected_response".to_owned(), clip(&text), None),
+        };
+        Err(PublishError::Refused {
+            status: status.as_u16(),
+            code,
+            message,
+            index,
+            retry_after,
+        })
+    }
+
+    /// Whether the edge answers `GET /healthz`.
+    pub async fn reachable(&self) -> bool {
+        self.http
+            .get(self.url("healthz"))
+            .timeout(PROBE_TIMEOUT)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+}
+
+fn clip(text: &str) -> String {
+    text.chars().take(200).collect()
+}

@@ -1,0 +1,256 @@
+//! The daemon's HTTP API (axum): job intake, status and cancel behind admin tokens, and
+//! health, readiness and Prometheus metrics the way inference servers expose them.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use stagecast_shared::api::{ApiError, CancelResponse, ErrorBody, ErrorCode};
+use stagecast_shared::token::{self, KeySet, Scope, TokenError, VerifiedToken};
+
+use crate::jobs::{JobRequest, Jobs, SubmitError};
+use crate::publish::EdgeLink;
+
+/// Submissions are small JSON documents.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// What a full queue tells clients to wait.
+const QUEUE_FULL_RETRY_S: u64 = 5;
+/// How long one edge probe answers `/readyz`.
+const READY_CACHE: Duration = Duration::from_secs(5);
+
+pub struct ServeState {
+    pub jobs: Arc<Jobs>,
+    /// Verifies the admin tokens of the node API.
+    pub keys: KeySet,
+    pub edge: Option<Arc<EdgeLink>>,
+    pub metrics: PrometheusHandle,
+    edge_probe: Mutex<Option<(Instant, bool)>>,
+}
+
+impl ServeState {
+    pub fn new(
+        jobs: Arc<Jobs>,
+        keys: KeySet,
+        edge: Option<Arc<EdgeLink>>,
+        metrics: PrometheusHandle,
+    ) -> Self {
+        Self {
+            jobs,
+            keys,
+            edge,
+            metrics,
+            edge_probe: Mutex::new(None),
+        }
+    }
+
+    async fn edge_reachable(&self, link: &EdgeLink) -> bool {
+        let cached = *self.edge_probe.lock().expect("probe lock");
+        if let Some((at, ok)) = cached
+            && at.elapsed() < READY_CACHE
+        {
+            return ok;
+        }
+        let ok = link.reachable().await;
+        *self.edge_probe.lock().expect("probe lock") = Some((Instant::now(), ok));
+        ok
+    }
+}
+
+pub fn router(state: Arc<ServeState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/analyses", post(submit))
+        .route("/v1/analyses/{id}", get(status))
+        .route("/v1/analyses/{id}/cancel", post(cancel))
+        .fallback(|| async { Failure::new(ErrorCode::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            Failure::new(
+                ErrorCode::MethodNotAllowed,
+                "this route does not take that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .with_state(state)
+}
+
+/// Every failure answers with the contract's error body.
+#[derive(Debug)]
+pub struct Failure {
+    body: ErrorBody,
+    retry_after_s: Option<u64>,
+}
+
+impl Failure {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            body: ErrorBody::new(code, message),
+            retry_after_s: None,
+        }
+    }
+
+    fn from_api(e: &dyn ApiError) -> Self {
+        Self {
+            body: e.body(),
+            retry_after_s: None,
+        }
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.body.error.code.status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, Json(self.body)).into_response();
+        if let Some(s) = self.retry_after_s {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(s));
+        }
+        response
+    }
+}
+
+impl From<TokenError> for Failure {
+    fn from(e: TokenError) -> Self {
+        Self::from_api(&e)
+    }
+}
+
+impl From<SubmitError> for Failure {
+    fn from(e: SubmitError) -> Self {
+        let mut failure = Self::from_api(&e);
+        match e {
+            SubmitError::QueueFull(_) => failure.retry_after_s = Some(QUEUE_FULL_RETRY_S),
+            SubmitError::Loading => failure.retry_after_s = Some(1),
+            SubmitError::Outbox(e) => tracing::error!("{e}"),
+            _ => {}
+        }
+        failure
+    }
+}
+
+impl From<JsonRejection> for Failure {
+    fn from(e: JsonRejection) -> Self {
+        let code = match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+            _ => ErrorCode::InvalidJson,
+        };
+        Self::new(code, e.body_text())
+    }
+}
+
+/// The bearer token of `headers`, verified, with `scope`.
+fn authenticate(
+    state: &ServeState,
+    headers: &HeaderMap,
+    scope: Scope,
+) -> Result<VerifiedToken, Failure> {
+    let token = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|t| !t.is_empty())
+        .ok_or(TokenError::Missing)?;
+    let verified = token::verify(token, &state.keys, crate::publish::now_ms() / 1000)?;
+    verified.require_scope(scope)?;
+    Ok(verified)
+}
+
+/// [`authenticate`], and a grant for `analysis`.
+fn authorize(
+    state: &ServeState,
+    headers: &HeaderMap,
+    scope: Scope,
+    analysis: &str,
+) -> Result<VerifiedToken, Failure> {
+    let verified = authenticate(state, headers, scope)?;
+    verified.require_analysis(analysis)?;
+    Ok(verified)
+}
+
+async fn submit(
+    State(state): State<Arc<ServeState>>,
+    headers: HeaderMap,
+    body: Result<Json<JobRequest>, JsonRejection>,
+) -> Result<impl IntoResponse, Failure> {
+    // who asks comes before what they sent
+    let who = authenticate(&state, &headers, Scope::Admin)?;
+    let Json(request) = body?;
+    // a node-chosen id needs a token for every analysis of the tenant
+    who.require_analysis(
+        request
+            .analysis_id
+            .as_deref()
+            .unwrap_or(token::ALL_ANALYSES),
+    )?;
+    let accepted = state.jobs.submit(request)?;
+    tracing::info!(analysis = %accepted.analysis_id, sub = %who.claims.sub, "submitted");
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+async fn status(
+    State(state): State<Arc<ServeState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, Failure> {
+    authorize(&state, &headers, Scope::Admin, &id)?;
+    state.jobs.get(&id).map(Json).ok_or_else(|| not_found(&id))
+}
+
+async fn cancel(
+    State(state): State<Arc<ServeState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, Failure> {
+    let who = authorize(&state, &headers, Scope::Admin, &id)?;
+    state.jobs.cancel(&id).ok_or_else(|| not_found(&id))?;
+    tracing::info!(analysis = %id, sub = %who.claims.sub, "cancel requested");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(CancelResponse {
+            cancel_requested: true,
+        }),
+    ))
+}
+
+fn not_found(id: &str) -> Failure {
+    Failure::new(
+        ErrorCode::AnalysisNotFound,
+        format!("no analysis {id:?} on this node"),
+    )
+}
+
+/// 200 once a model is loaded and the edge (when one is configured) answers.
+async fn readyz(State(state): State<Arc<ServeState>>) -> Result<&'static str, Failure> {
+    if !state.jobs.has_models() {
+        return Err(Failure::new(ErrorCode::Unavailable, "models are loading"));
+    }
+    if let Some(link) = &state.edge
+        && !state.edge_reachable(link).await
+    {
+        return Err(Failure::new(
+            ErrorCode::Unavailable,
+            format!("the edge at {} does not answer", link.base()),
+        ));
+    }
+    Ok("ready\n")
+}
+
+async fn metrics(State(state): State<Arc<ServeState>>) -> impl IntoResponse {
+    metrics::gauge!("stagecast_queue_depth").set(state.jobs.queue_depth() as f64);
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
