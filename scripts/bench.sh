@@ -1,5 +1,25 @@
 #!/usr/bin/env bash
-# The benchmarks. Each prints its figures; BENCHMARKS.md records them with this command.
+# The benchmarks. Each prints a markdown report, also saved under bench/out/; BENCHMARKS.md
+# records the figures with this command (`make bench`).
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
-log "no benchmarks yet (issues 4, 5 and 7 add them)"
+mkdir -p bench/out
+export STAGECAST_ORT_DYLIB="$ORT_DYLIB" STAGECAST_MODELS_DIR="$MODELS_DIR"
+
+# The Python baseline's interpreter: the same venv the parity test uses.
+venv="${STAGECAST_PY_VENV:-$CACHE/py}"
+if ! "$venv/bin/python" -c "import numpy, onnxruntime, requests" 2>/dev/null; then
+  log "installing the Python baseline's packages into $venv"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q "onnxruntime==$ORT_VERSION" numpy requests
+fi
+export STAGECAST_BENCH_PYTHON="$venv/bin/python"
+
+log "node: inference, end to end against Python, reporting cost (several minutes)"
+cargo bench -q -p stagecast-compute --bench node | tee bench/out/node.md
+
+if [ -f e2e/benches/edge.rs ]; then
+  log "edge: delivery latency, throughput, frame sizes, memory per socket (several minutes)"
+  cargo bench -q -p stagecast-e2e --bench edge | tee bench/out/edge.md
+fi
+log "reports in bench/out/"

@@ -75,6 +75,8 @@ pub struct RuntimeOptions {
     pub device: Device,
     /// Threads ONNX Runtime uses inside one operator.
     pub intra_threads: usize,
+    /// Sessions per model: how many batches of one model may run at once.
+    pub sessions: usize,
 }
 
 impl Default for RuntimeOptions {
@@ -88,6 +90,7 @@ impl Default for RuntimeOptions {
                 .unwrap_or_else(default_models_dir),
             device: Device::Cpu,
             intra_threads: default_threads(),
+            sessions: 1,
         }
     }
 }

@@ -63,6 +63,51 @@ impl ServeState {
     }
 }
 
+/// Names and explains every metric, so /metrics lists them (at zero) before they move.
+pub fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!("stagecast_analyses_total", "Analyses ended, by outcome");
+    describe_histogram!(
+        "stagecast_stage_seconds",
+        Unit::Seconds,
+        "Time from a stage's first report to its end"
+    );
+    describe_histogram!(
+        "stagecast_inference_batch_size",
+        Unit::Count,
+        "Frames per inference call"
+    );
+    describe_histogram!(
+        "stagecast_inference_seconds",
+        Unit::Seconds,
+        "Duration of one inference call"
+    );
+    describe_gauge!(
+        "stagecast_queue_depth",
+        Unit::Count,
+        "Analyses waiting for a slot"
+    );
+    describe_gauge!(
+        "stagecast_outbox_events",
+        Unit::Count,
+        "Events not yet confirmed by the edge"
+    );
+    describe_counter!(
+        "stagecast_publish_retries_total",
+        "Publishes that failed and will be retried"
+    );
+    describe_counter!(
+        "stagecast_events_refused_total",
+        "Events the edge refused for good (logged)"
+    );
+    for name in [
+        "stagecast_publish_retries_total",
+        "stagecast_events_refused_total",
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+}
+
 pub fn router(state: Arc<ServeState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

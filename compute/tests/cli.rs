@@ -197,6 +197,14 @@ fn token_mints_what_the_edge_verifies_and_says_what_is_missing() {
 
 #[test]
 fn config_file_settings_apply_and_unknown_ones_are_refused() {
+    // the environment would beat the file: leave it out
+    let node = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_stagecast-node"))
+            .args(args)
+            .env_remove("STAGECAST_ORT_DYLIB")
+            .output()
+            .unwrap()
+    };
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("node.toml");
     std::fs::write(&config, "ort-dylib = \"/from/config/libonnxruntime.so\"\n").unwrap();
@@ -207,7 +215,13 @@ fn config_file_settings_apply_and_unknown_ones_are_refused() {
         path(&fixtures().text_png),
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("/from/config/libonnxruntime.so"));
-    // a flag beats the file
+    // the environment beats the file, and a flag beats both
+    let out = Command::new(env!("CARGO_BIN_EXE_stagecast-node"))
+        .args(["--config", path(&config), "models"])
+        .env("STAGECAST_ORT_DYLIB", "/from/env.so")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/from/env.so"));
     let out = node(&[
         "--config",
         path(&config),

@@ -75,6 +75,15 @@ fn assert_exactly_once(events: &[Value]) {
     assert_eq!(ids.len(), events.len(), "an event id arrived twice");
 }
 
+/// A node publishing to `edge`, ready to take analyses.
+async fn ready_node(edge: &Edge) -> Node {
+    let mut node = Node::start(bin(), Some(&edge.base_url()), &[])
+        .await
+        .unwrap();
+    node.ready(T).await.unwrap();
+    node
+}
+
 /// Waits until the node reports what the edge confirmed; returns the node's view.
 async fn delivered(node: &Node, id: &str) -> Value {
     let deadline = Instant::now() + T;
@@ -95,10 +104,7 @@ async fn delivered(node: &Node, id: &str) -> Value {
 #[tokio::test]
 async fn an_analysis_reaches_a_subscriber_stage_by_stage_with_its_result() {
     let edge = shared_edge().await;
-    let node = Node::start(bin(), Some(&edge.base_url()), &[])
-        .await
-        .unwrap();
-    node.ready(T).await.unwrap();
+    let node = ready_node(edge).await;
     let id = "node-full";
     let mut sub = subscribe(edge, id, 0).await;
     let (status, body) = node
@@ -154,10 +160,7 @@ async fn the_edge_down_for_30_seconds_mid_analysis_loses_nothing() {
     let mut edge = Edge::start(&[("STAGECAST_DEV_SECRET", DEV_SECRET)])
         .await
         .unwrap();
-    let node = Node::start(bin(), Some(&edge.base_url()), &[])
-        .await
-        .unwrap();
-    node.ready(T).await.unwrap();
+    let node = ready_node(&edge).await;
     let id = "node-outage";
     let mut sub = subscribe(&edge, id, 0).await;
     let (status, body) = node
@@ -205,10 +208,7 @@ async fn the_edge_down_for_30_seconds_mid_analysis_loses_nothing() {
 #[tokio::test]
 async fn a_cancel_from_a_subscriber_stops_the_node() {
     let edge = shared_edge().await;
-    let node = Node::start(bin(), Some(&edge.base_url()), &[])
-        .await
-        .unwrap();
-    node.ready(T).await.unwrap();
+    let node = ready_node(edge).await;
     let id = "node-cancel";
     let mut sub = subscribe(edge, id, 0).await;
     let (status, _) = node
@@ -250,10 +250,7 @@ async fn a_cancel_from_a_subscriber_stops_the_node() {
 #[tokio::test]
 async fn a_corrupt_input_ends_failed_with_a_readable_code() {
     let edge = shared_edge().await;
-    let node = Node::start(bin(), Some(&edge.base_url()), &[])
-        .await
-        .unwrap();
-    node.ready(T).await.unwrap();
+    let node = ready_node(edge).await;
     let id = "node-corrupt";
     let mut sub = subscribe(edge, id, 0).await;
     let (status, _) = node

@@ -281,3 +281,37 @@ impl Drop for HttpServer {
         let _ = self.child.wait();
     }
 }
+
+#[test]
+fn a_pool_of_sessions_runs_batches_side_by_side_with_the_same_answers() {
+    let options = stagecast_compute::RuntimeOptions {
+        sessions: 2,
+        intra_threads: 1,
+        ..runtime_options()
+    };
+    let catalog = stagecast_compute::Catalog::load(&options.models_dir).unwrap();
+    let model = std::sync::Arc::new(
+        stagecast_compute::Model::load(&catalog, "text-detect", &options).unwrap(),
+    );
+    let image = image::open(&fixtures().text_png).unwrap().to_rgb8();
+    let spec = model.manifest().input.clone();
+    let size = spec.size_for(image.width(), image.height());
+    let tensor = stagecast_compute::pipeline::preprocess::batch(&[image], &spec, size);
+    let outputs: Vec<_> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..4)
+            .map(|_| {
+                let (model, tensor) = (&model, tensor.clone());
+                s.spawn(move || {
+                    model
+                        .run(tensor, &ort::session::RunOptions::new().unwrap())
+                        .unwrap()
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert!(
+        outputs.windows(2).all(|w| w[0] == w[1]),
+        "sessions disagree"
+    );
+}

@@ -65,7 +65,12 @@ impl Node {
             .spawn()
             .with_context(|| format!("starting {}", self.bin.display()))?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
+        self.wait_ok("/healthz", Duration::from_secs(60)).await
+    }
+
+    /// Polls `path` until it answers 2xx; fails early if the node exits.
+    async fn wait_ok(&mut self, path: &str, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(status) = self
                 .child
@@ -74,7 +79,7 @@ impl Node {
             {
                 bail!("the node exited with {status}: {}", self.log_tail());
             }
-            if reqwest::get(self.url("/healthz"))
+            if reqwest::get(self.url(path))
                 .await
                 .is_ok_and(|r| r.status().is_success())
             {
@@ -82,7 +87,7 @@ impl Node {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        bail!("the node did not answer: {}", self.log_tail())
+        bail!("{path} did not answer 200: {}", self.log_tail())
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -90,18 +95,8 @@ impl Node {
     }
 
     /// Waits until `/readyz` says 200 (models loaded, edge reachable).
-    pub async fn ready(&self, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if reqwest::get(self.url("/readyz"))
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        bail!("the node is not ready: {}", self.log_tail())
+    pub async fn ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_ok("/readyz", timeout).await
     }
 
     /// An admin token of the dev tenant for `analyses`.

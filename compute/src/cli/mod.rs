@@ -63,6 +63,7 @@ impl NodeArgs {
             models_dir: self.models_dir.clone(),
             device: self.device,
             intra_threads: threads.unwrap_or_else(config::default_threads),
+            sessions: 1,
         }
     }
 }

@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// Models loaded at start, comma-separated (see `stagecast-node models`)
     #[arg(long, env = "STAGECAST_MODELS", default_value = DEFAULT_MODEL, value_delimiter = ',')]
     pub models: Vec<String>,
+    /// ONNX Runtime sessions per model, so this many batches can run at once (with
+    /// --concurrency above 1; each session holds its own copy of the model)
+    #[arg(long, env = "STAGECAST_SESSIONS", default_value_t = 1, value_parser = count)]
+    pub sessions: usize,
     /// Tenants and keys that may call the node API, as the edge's STAGECAST_TENANTS JSON
     /// [default: this node's own HS256 key]
     #[arg(long, env = "STAGECAST_TENANTS", hide_env_values = true)]
@@ -53,6 +57,7 @@ pub async fn run(node: &NodeArgs, link: &LinkArgs, args: ServeArgs) -> anyhow::R
         )?
         .install_recorder()
         .context("installing the metrics recorder")?;
+    stagecast_compute::serve::describe_metrics();
     let keys = match &args.tenants {
         Some(json) => KeySet::from_json(json).context("--tenants")?,
         None => link.own_key_set()?,
@@ -78,7 +83,8 @@ pub async fn run(node: &NodeArgs, link: &LinkArgs, args: ServeArgs) -> anyhow::R
     tracing::info!(listen = %listener.local_addr()?, edge = ?link.edge, "node API up; models loading");
 
     // /healthz answers while the models load; /readyz waits for them
-    let runtime = node.runtime(args.pipeline.threads);
+    let mut runtime = node.runtime(args.pipeline.threads);
+    runtime.sessions = args.sessions;
     let catalog = Catalog::load(&runtime.models_dir)?;
     for name in args.models.clone() {
         let (catalog, runtime, jobs) = (catalog.clone(), runtime.clone(), jobs.clone());

@@ -4,6 +4,7 @@ pub mod catalog;
 pub mod manifest;
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ort::session::{RunOptions, Session};
 use ort::value::{Tensor, TensorElementType, ValueType};
@@ -30,14 +31,16 @@ pub struct Tensor32 {
     pub data: Vec<f32>,
 }
 
-/// A model loaded into ONNX Runtime. Runs take the session's lock (ort's `run` needs
-/// `&mut`), so concurrent analyses on one model take turns on the device.
+/// A model loaded into ONNX Runtime as a small pool of sessions (ort's `run` needs
+/// `&mut`): concurrent analyses run side by side up to the pool's size, then take turns.
 pub struct Model {
     manifest: Manifest,
     device: Device,
     input: TensorInfo,
     output: TensorInfo,
-    session: Mutex<Session>,
+    sessions: Vec<Mutex<Session>>,
+    /// Which busy session the next run waits for, when all are busy.
+    next: AtomicUsize,
 }
 
 impl std::fmt::Debug for Model {
@@ -67,9 +70,14 @@ impl Model {
             )));
         }
         let env = runtime::environment(&options.ort_dylib)?;
-        let session = runtime::session_builder(&env, options.device, options.intra_threads)
-            .and_then(|mut b| b.commit_from_file(&path).map_err(|e| e.to_string()))
-            .map_err(&failed)?;
+        let sessions = (0..options.sessions.max(1))
+            .map(|_| {
+                runtime::session_builder(&env, options.device, options.intra_threads)
+                    .and_then(|mut b| b.commit_from_file(&path).map_err(|e| e.to_string()))
+                    .map_err(&failed)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let session = &sessions[0];
         let input = find_f32(session.inputs(), Some(&manifest.input.name)).map_err(&failed)?;
         let output = find_f32(session.outputs(), None).map_err(&failed)?;
         check_shapes(&manifest, &input, &output).map_err(&failed)?;
@@ -85,7 +93,8 @@ impl Model {
             device: options.device,
             input,
             output,
-            session: Mutex::new(session),
+            sessions: sessions.into_iter().map(Mutex::new).collect(),
+            next: AtomicUsize::new(0),
         })
     }
 
@@ -114,7 +123,14 @@ impl Model {
     pub fn run(&self, batch: Tensor32, options: &RunOptions) -> Result<Tensor32, Error> {
         let failed = |e: ort::Error| Error::InferenceFailed(e.to_string());
         let input = Tensor::from_array((batch.shape, batch.data)).map_err(failed)?;
-        let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        let mut session = self
+            .sessions
+            .iter()
+            .find_map(|s| s.try_lock().ok())
+            .unwrap_or_else(|| {
+                let i = self.next.fetch_add(1, Ordering::Relaxed) % self.sessions.len();
+                self.sessions[i].lock().unwrap_or_else(|e| e.into_inner())
+            });
         let outputs = session
             .run_with_options(ort::inputs![self.input.name.as_str() => input], options)
             .map_err(failed)?;

@@ -127,6 +127,11 @@ impl Publication {
         let _ = self.events.send(kind);
     }
 
+    /// Stops publishing now; what is unsent stays in the outbox for the next start.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+
     /// Waits until every event sent so far is confirmed or refused for good.
     pub async fn finish(self) -> Result<Delivered, PublicationError> {
         drop(self.events);

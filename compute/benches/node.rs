@@ -1,0 +1,383 @@
+//! Node benchmarks, printed as markdown (`make bench`, or
+//! `cargo bench -p stagecast-compute --bench node`):
+//! - the pipeline's inference stage against a bare ONNX Runtime loop over the same
+//!   preprocessed batches, same model, batch and threads;
+//! - end-to-end frames/s against the straightforward Python pipeline (bench/python_pipeline.py);
+//! - what progress reporting costs: no reporting, publishing to a real edge, and
+//!   publishing with the edge down (outbox and retries).
+//!
+//! Needs ffmpeg, ONNX Runtime and the models from `make setup`, the edge built, and a
+//! Python with onnxruntime, numpy and requests in STAGECAST_BENCH_PYTHON (bench.sh sets it).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use ort::session::RunOptions;
+use stagecast_compute::pipeline::{self, preprocess};
+use stagecast_compute::publish::{EdgeLink, NodeIdentity, Outbox, Publication};
+use stagecast_compute::{
+    CancellationToken, Catalog, Model, Outcome, PipelineOptions, RuntimeOptions, Source,
+};
+use stagecast_e2e::client::DEV_SECRET;
+use stagecast_e2e::edge::free_port;
+use stagecast_e2e::{Edge, Tokens};
+use stagecast_shared::ids::AnalysisId;
+use stagecast_shared::token::SigningKey;
+
+const WIDTH: u32 = 640;
+const HEIGHT: u32 = 360;
+const SECONDS: u32 = 20;
+const FPS: f64 = 4.0;
+const BATCH: usize = 4;
+const RUNS: usize = 3;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Reporting {
+    None,
+    Edge,
+    EdgeDown,
+}
+
+fn main() {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio");
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .expect("metrics recorder");
+    let work = tempfile::tempdir().expect("temp dir");
+    let video = work.path().join("bench.mp4");
+    make_video(&video);
+
+    let options = RuntimeOptions {
+        intra_threads: threads,
+        ..RuntimeOptions::default()
+    };
+    let catalog = Catalog::load(&options.models_dir).expect("catalog");
+    let model = Arc::new(Model::load(&catalog, "text-detect", &options).expect("model"));
+    let spec = model.manifest().input.clone();
+    let size = spec.size_for(WIDTH, HEIGHT);
+    let pipeline_options = PipelineOptions {
+        fps: FPS,
+        batch_size: BATCH,
+    };
+
+    println!("## Node benchmarks\n");
+    println!("Command: `cargo bench -p stagecast-compute --bench node` (run by `make bench`)  ");
+    println!(
+        "Machine: {} cores, {}; ONNX Runtime 1.32.0 CPU, {threads} intra-op threads; no GPU was measured  ",
+        threads,
+        cpu_model()
+    );
+    println!(
+        "Input: {SECONDS} s of {WIDTH}x{HEIGHT} H.264 with text, sampled at {FPS} fps, model input {}x{}, batch {BATCH}; medians of {RUNS} runs\n",
+        size.0, size.1
+    );
+
+    // 1. inference: the pipeline's stage against a bare loop over the same batches
+    let images = decode_all(&video, size);
+    let frames = images.len();
+    let bare = bare_loop(&model, &images, &spec, size);
+    let mut infer_fps = Vec::new();
+    for _ in 0..RUNS {
+        let before = inference_seconds(&metrics);
+        let (_, n) = runtime.block_on(run_pipeline(
+            &model,
+            &video,
+            &pipeline_options,
+            Reporting::None,
+            None,
+        ));
+        assert_eq!(
+            n, frames,
+            "the pipeline and ffmpeg sampled different frames"
+        );
+        infer_fps.push(n as f64 / (inference_seconds(&metrics) - before));
+    }
+    let infer = median(&mut infer_fps);
+    println!("### Inference stage against a bare ONNX Runtime loop\n");
+    println!("| | frames/s | ratio |\n|---|---|---|");
+    println!("| bare `session.run` loop over preprocessed batches | {bare:.2} | 1.00 |");
+    println!(
+        "| pipeline inference stage (same batches, in the running pipeline) | {infer:.2} | {:.3} |",
+        infer / bare
+    );
+    println!("\nTarget: at least 0.95.\n");
+
+    // 2. end to end against Python, both publishing to the same real edge
+    let edge = runtime
+        .block_on(Edge::start(&[("STAGECAST_DEV_SECRET", DEV_SECRET)]))
+        .expect("edge");
+    let mut with_edge = Vec::new();
+    let mut edge_down = Vec::new();
+    let mut python = Vec::new();
+    let mut none = Vec::new();
+    for run in 0..RUNS {
+        let (s, _) = runtime.block_on(run_pipeline(
+            &model,
+            &video,
+            &pipeline_options,
+            Reporting::Edge,
+            Some(&edge.base_url()),
+        ));
+        with_edge.push(frames as f64 / s);
+        let dead = format!("http://127.0.0.1:{}", free_port());
+        let (s, _) = runtime.block_on(run_pipeline(
+            &model,
+            &video,
+            &pipeline_options,
+            Reporting::EdgeDown,
+            Some(&dead),
+        ));
+        edge_down.push(frames as f64 / s);
+        python.push(run_python(
+            &catalog.model_path(model.manifest()),
+            &video,
+            size,
+            threads,
+            &spec,
+            &edge.base_url(),
+            &format!("py-{run}"),
+        ));
+        // interleaved, so drift in the machine's speed hits every variant alike
+        let (s, _) = runtime.block_on(run_pipeline(
+            &model,
+            &video,
+            &pipeline_options,
+            Reporting::None,
+            None,
+        ));
+        none.push(frames as f64 / s);
+    }
+    let (none_fps, edge_fps, down_fps, py_fps) = (
+        median(&mut none),
+        median(&mut with_edge),
+        median(&mut edge_down),
+        median(&mut python),
+    );
+    println!("### End to end against the Python pipeline\n");
+    println!("| pipeline | frames/s | ratio to Python |\n|---|---|---|");
+    println!(
+        "| Python: ffmpeg + numpy + onnxruntime + requests, posting progress to the edge | {py_fps:.2} | 1.00 |"
+    );
+    println!(
+        "| Stagecast node, publishing to the same edge | {edge_fps:.2} | {:.2} |",
+        edge_fps / py_fps
+    );
+    println!("\nTarget: at least 1.5.\n");
+    println!("### Cost of progress reporting\n");
+    println!("| reporting | frames/s (runs) | cost against none |\n|---|---|---|");
+    println!(
+        "| none (updates dropped) | {none_fps:.2} ({}) | - |",
+        list(&none)
+    );
+    println!(
+        "| published to the real edge | {edge_fps:.2} ({}) | {:+.1}% |",
+        list(&with_edge),
+        (none_fps / edge_fps - 1.0) * 100.0
+    );
+    println!(
+        "| edge down: outbox and retries | {down_fps:.2} ({}) | {:+.1}% |",
+        list(&edge_down),
+        (none_fps / down_fps - 1.0) * 100.0
+    );
+    println!("\nTarget: under 1%. Cost is the extra time per frame; negative means within noise.");
+    drop(edge);
+}
+
+/// A video with text in it, like the demo's.
+fn make_video(path: &Path) {
+    let font = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+    let filters = format!(
+        "drawtext=fontfile={font}:text='Stagecast benchmark':fontsize=40:fontcolor=black:x=40:y=80,\
+         drawtext=fontfile={font}:text='frame %{{n}}':fontsize=32:fontcolor=black:x=40:y=220"
+    );
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("color=c=white:s={WIDTH}x{HEIGHT}:d={SECONDS}:r=25"))
+        .args(["-vf", &filters, "-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .arg(path)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success(), "ffmpeg could not make the input");
+}
+
+/// The sampled frames at the model's input size, decoded once by ffmpeg.
+fn decode_all(video: &Path, (w, h): (u32, u32)) -> Vec<RgbImage> {
+    let mut child = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(video)
+        .args(["-vf", &format!("fps={FPS},scale={w}:{h}")])
+        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg");
+    let mut raw = Vec::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_end(&mut raw)
+        .expect("frames");
+    child.wait().expect("ffmpeg");
+    raw.chunks_exact((w * h * 3) as usize)
+        .map(|f| RgbImage::from_raw(w, h, f.to_vec()).expect("frame"))
+        .collect()
+}
+
+/// Frames/s of `session.run` alone over the same batches.
+fn bare_loop(
+    model: &Model,
+    images: &[RgbImage],
+    spec: &stagecast_compute::model::manifest::InputSpec,
+    size: (u32, u32),
+) -> f64 {
+    let tensors: Vec<_> = images
+        .chunks(BATCH)
+        .map(|batch| preprocess::batch(batch, spec, size))
+        .collect();
+    let options = RunOptions::new().expect("run options");
+    let mut runs = Vec::new();
+    for _ in 0..RUNS {
+        let mut busy = Duration::ZERO;
+        for tensor in &tensors {
+            let t = Instant::now();
+            model.run(tensor.clone(), &options).expect("inference");
+            busy += t.elapsed();
+        }
+        runs.push(images.len() as f64 / busy.as_secs_f64());
+    }
+    median(&mut runs)
+}
+
+/// One analysis; its wall time and frame count.
+async fn run_pipeline(
+    model: &Arc<Model>,
+    video: &Path,
+    options: &PipelineOptions,
+    reporting: Reporting,
+    edge: Option<&str>,
+) -> (f64, usize) {
+    let state = tempfile::tempdir().expect("state");
+    let id = AnalysisId::parse(&format!("bench-{:x}", fastrand::u64(..))).expect("id");
+    let cancel = CancellationToken::new();
+    let publication = (reporting != Reporting::None).then(|| {
+        let identity = NodeIdentity {
+            tenant: "dev".into(),
+            node_id: "bench".into(),
+            key: SigningKey::dev(DEV_SECRET).expect("key"),
+        };
+        let link = EdgeLink::new(edge.expect("an edge URL"), identity).expect("link");
+        let outbox = Outbox::new(state.path()).expect("outbox");
+        Publication::start(
+            Arc::new(link),
+            &outbox,
+            id.clone(),
+            cancel.clone(),
+            Arc::new(|| 0),
+        )
+        .expect("publication")
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let source = Source::Path(video.to_owned());
+    let started = Instant::now();
+    let run = {
+        let (model, options) = (model.clone(), options.clone());
+        tokio::spawn(async move { pipeline::run(model, &source, &options, cancel, tx).await })
+    };
+    while let Some(update) = rx.recv().await {
+        if let Some(p) = &publication {
+            p.send(update.to_event());
+        }
+    }
+    let outcome = run.await.expect("task").expect("analysis");
+    // the analysis is done when its result is: delivery to the edge goes on after
+    let seconds = started.elapsed().as_secs_f64();
+    match publication {
+        Some(p) if reporting == Reporting::Edge => {
+            p.finish().await.expect("delivered");
+        }
+        Some(p) => p.abort(),
+        None => {}
+    }
+    let Outcome::Completed(result) = outcome else {
+        panic!("not completed")
+    };
+    (seconds, result.frames_processed as usize)
+}
+
+fn run_python(
+    model: &Path,
+    video: &Path,
+    (w, h): (u32, u32),
+    threads: usize,
+    spec: &stagecast_compute::model::manifest::InputSpec,
+    edge: &str,
+    analysis: &str,
+) -> f64 {
+    let python = std::env::var_os("STAGECAST_BENCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/python_pipeline.py");
+    let f = |v: f32| v.to_string();
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg("--model")
+        .arg(model)
+        .arg("--input")
+        .arg(video)
+        .args(["--fps", &FPS.to_string(), "--width", &w.to_string()])
+        .args(["--height", &h.to_string(), "--batch", &BATCH.to_string()])
+        .args(["--threads", &threads.to_string(), "--edge", edge])
+        .args(["--token", &Tokens::node(analysis), "--analysis", analysis])
+        .arg("--mean")
+        .args(spec.mean.map(f))
+        .arg("--std")
+        .args(spec.std.map(f))
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "the Python pipeline failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("python output");
+    v["frames"].as_f64().unwrap() / v["seconds"].as_f64().unwrap()
+}
+
+fn inference_seconds(metrics: &PrometheusHandle) -> f64 {
+    metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix("stagecast_inference_seconds_sum "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn list(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
