@@ -561,3 +561,78 @@ async fn analyze_publishes_to_the_edge_and_watch_follows_it_to_the_result() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_self_hosted_node_publishes_with_its_ed25519_key() {
+    let keys = tempfile::tempdir().unwrap();
+    let (private, public) = (
+        keys.path().join("node.pem"),
+        keys.path().join("node.pub.pem"),
+    );
+    for args in [
+        vec!["genpkey", "-algorithm", "ed25519", "-out", path(&private)],
+        vec![
+            "pkey",
+            "-in",
+            path(&private),
+            "-pubout",
+            "-out",
+            path(&public),
+        ],
+    ] {
+        let status = std::process::Command::new("openssl")
+            .args(&args)
+            .status()
+            .expect("openssl");
+        assert!(status.success(), "openssl {args:?}");
+    }
+    let public_pem = std::fs::read_to_string(&public).unwrap();
+    let tenants = json!({"tenants": {"acme": {"keys": [
+        {"kid": "node-ed", "alg": "EdDSA", "public_key_pem": public_pem}
+    ]}}});
+    let edge = Edge::start(&[("STAGECAST_TENANTS", &tenants.to_string())])
+        .await
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(bin());
+        cmd.args(args)
+            .args([
+                "--edge",
+                &edge.base_url(),
+                "--state-dir",
+                path(state.path()),
+            ])
+            .args([
+                "--tenant",
+                "acme",
+                "--key-id",
+                "node-ed",
+                "--key-file",
+                path(&private),
+            ])
+            .env_remove("STAGECAST_NODE_SECRET");
+        cmd.output()
+    };
+    let out = run(&[
+        "analyze",
+        path(&fixtures().text_png),
+        "--analysis-id",
+        "ed-1",
+        "--threads",
+        "1",
+    ])
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.contains("the edge has all"),
+        "{stderr}"
+    );
+    let out = run(&["watch", "ed-1"]).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("FLAGGED"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
