@@ -12,5 +12,5 @@ cargo test --workspace --no-fail-fast
 
 if compgen -G "client/test/*.test.mjs" >/dev/null; then
   log "browser client unit tests (node --test)"
-  node --test client/test/
+  node --test client/test/*.test.mjs
 fi

@@ -55,7 +55,12 @@ score: number, flagged: boolean, frames_processed: number, total_frames: number,
 /**
  * The final list of regions; it replaces what partial results reported.
  */
-regions: Array<Region>, validation_required: boolean, summary?: string, };
+regions: Array<Region>, validation_required: boolean, summary?: string, 
+/**
+ * The analysed frames' size in pixels, so pixel regions can be drawn to scale
+ * (an extension of v1).
+ */
+frame_width?: number, frame_height?: number, };
 
 /**
  * Why an analysis failed.

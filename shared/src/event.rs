@@ -143,6 +143,12 @@ pub struct AnalysisResult {
     pub validation_required: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
+    /// The analysed frames' size in pixels, so pixel regions can be drawn to scale
+    /// (an extension of v1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_width: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_height: Option<u64>,
 }
 
 /// Why an analysis failed.

@@ -41,3 +41,6 @@ pub const MAX_CLIENT_MESSAGES_PER_SECOND: u32 = 20;
 pub const MAX_EVENTS_PAGE: usize = 1000;
 /// `limit` of `GET /v1/analyses/{id}/events` when the query leaves it out.
 pub const DEFAULT_EVENTS_PAGE: usize = 100;
+
+/// Largest frame side (`frame_width`, `frame_height`) a result may state, in pixels.
+pub const MAX_FRAME_SIDE: u64 = 65_536;

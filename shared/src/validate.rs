@@ -223,6 +223,14 @@ impl Checker {
             result.total_frames,
         )?;
         self.regions(".result.regions", &result.regions)?;
+        for (field, side) in [
+            (".result.frame_width", result.frame_width),
+            (".result.frame_height", result.frame_height),
+        ] {
+            if let Some(side) = side {
+                self.range(field, side as f64, 1.0, MAX_FRAME_SIDE as f64)?;
+            }
+        }
         self.opt_text(
             ".result.summary",
             result.summary.as_deref(),

@@ -287,6 +287,20 @@ fn result_score_and_frames_are_checked() {
         result.summary = Some("s".repeat(MAX_SUMMARY_LEN + 1));
     }
     assert_eq!(path_of(e), "events[0].result.summary");
+    for (width, height, path) in [
+        (Some(0), Some(360), "events[0].result.frame_width"),
+        (
+            Some(640),
+            Some(MAX_FRAME_SIDE + 1),
+            "events[0].result.frame_height",
+        ),
+    ] {
+        let mut e = completed("c", 0);
+        if let EventKind::Completed { result } = &mut e.kind {
+            (result.frame_width, result.frame_height) = (width, height);
+        }
+        assert_eq!(path_of(e), path);
+    }
 }
 
 #[test]

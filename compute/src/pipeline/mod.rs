@@ -181,7 +181,9 @@ async fn analyze(
     ] {
         report.finish(stage, Some(total), None);
     }
-    Ok(Outcome::Completed(tally.finish(&manifest.decision)))
+    Ok(Outcome::Completed(
+        tally.finish(&manifest.decision, frame_size),
+    ))
 }
 
 /// `None` if `cancel` fires before `work` is done.

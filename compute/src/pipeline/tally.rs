@@ -30,7 +30,8 @@ impl Tally {
     }
 
     /// The result; past the contract's bound on regions, the best-scoring ones are kept.
-    pub(crate) fn finish(mut self, decision: &Decision) -> AnalysisResult {
+    /// The result; `frame_size` is the analysed frames' (width, height) in pixels.
+    pub(crate) fn finish(mut self, decision: &Decision, frame_size: (u32, u32)) -> AnalysisResult {
         let found = self.regions.len();
         let mut summary = format!(
             "{found} regions in {} of {} frames, best score {:.2}",
@@ -50,6 +51,8 @@ impl Tally {
             regions: self.regions,
             validation_required: decision.needs_review(self.score),
             summary: Some(summary),
+            frame_width: Some(frame_size.0.into()),
+            frame_height: Some(frame_size.1.into()),
         }
     }
 }
@@ -86,10 +89,14 @@ mod tests {
             score: 0.0,
             regions: vec![],
         }]);
-        let r = tally.finish(&Decision {
-            threshold: 0.7,
-            review_band: 0.1,
-        });
+        let r = tally.finish(
+            &Decision {
+                threshold: 0.7,
+                review_band: 0.1,
+            },
+            (640, 360),
+        );
+        assert_eq!((r.frame_width, r.frame_height), (Some(640), Some(360)));
         assert_eq!(
             (r.frames_processed, r.regions.len()),
             (1201, MAX_REGIONS_PER_EVENT)

@@ -82,6 +82,8 @@ pub fn completed(id: &str, regions: usize) -> Event {
                 regions: (0..regions as u64).map(region).collect(),
                 validation_required: false,
                 summary: None,
+                frame_width: Some(640),
+                frame_height: Some(360),
             },
         },
     )
