@@ -116,11 +116,8 @@ impl Edge {
             // Its own inspector port, so several edges can run side by side.
             .arg("--inspector-port")
             .arg(free_port().to_string())
-            .args([
-                "--log-level",
-                "info",
-                "--show-interactive-dev-session=false",
-            ])
+            // "log" and not "info": the edge's own lines (console.log) are at level log.
+            .args(["--log-level", "log", "--show-interactive-dev-session=false"])
             .env("WRANGLER_SEND_METRICS", "false")
             .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
             .env(
@@ -171,10 +168,20 @@ impl Edge {
         bail!("edge not ready after {timeout:?}: {}", self.log_tail())
     }
 
+    /// The process group of wrangler and the workerd it started (wrangler's pid), while
+    /// the edge runs: benchmarks read the processes' memory through it.
+    pub fn process_group(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// Everything wrangler and workerd printed so far (their console log lines included).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.config.state_dir.join("wrangler.log")).unwrap_or_default()
+    }
+
     /// The last lines wrangler and workerd printed, for failure messages.
     pub fn log_tail(&self) -> String {
-        let text =
-            std::fs::read_to_string(self.config.state_dir.join("wrangler.log")).unwrap_or_default();
+        let text = self.log();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }

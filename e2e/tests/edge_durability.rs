@@ -85,4 +85,52 @@ async fn a_silent_analysis_stalls_then_runs_again() {
         sub.next_json(T).await.unwrap()["snapshot"]["status"],
         "running"
     );
+    // The alarm has no request to name the tenant, yet its lines carry it.
+    let line = log_line(&edge, "\"stalled\"").await;
+    assert!(
+        line.contains("\"tenant\":\"dev\"") && line.contains("\"analysis_id\":\"stall\""),
+        "{line}"
+    );
+}
+
+/// The line of the edge's log holding `needle`, waiting up to 10 s for it.
+async fn log_line(edge: &Edge, needle: &str) -> String {
+    for _ in 0..100 {
+        if let Some(line) = edge.log().lines().find(|l| l.contains(needle)) {
+            return line.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no {needle} log line in:\n{}", edge.log())
+}
+
+#[tokio::test]
+async fn an_alarm_after_a_restart_still_logs_its_tenant() {
+    let mut edge = Edge::start(&[
+        ("STAGECAST_DEV_SECRET", DEV_SECRET),
+        ("STAGECAST_STALL_TIMEOUT_MS", "1500"),
+    ])
+    .await
+    .unwrap();
+    let id = "stall-restart";
+    let (status, _) = publish(
+        &edge.base_url(),
+        id,
+        &Tokens::node(id),
+        &sample_events(2)[..1],
+    )
+    .await;
+    assert_eq!(status, 200);
+    // A new process, and no request to it before the alarm: the object is rebuilt by its
+    // alarm alone, with nothing in memory to name the tenant.
+    edge.restart().await.unwrap();
+    let line = log_line(&edge, "\"stalled\"").await;
+    assert!(
+        line.contains("\"tenant\":\"dev\"") && line.contains("\"analysis_id\":\"stall-restart\""),
+        "{line}"
+    );
+    let mut sub = Subscriber::connect(&ws_url(&edge, id, 1)).await.unwrap();
+    sub.next_json(T).await.unwrap();
+    let stalled = sub.next_json(T).await.unwrap();
+    assert_eq!(stalled["event"]["type"], "stalled", "{stalled}");
 }

@@ -427,3 +427,131 @@ async fn tenants_are_isolated_whatever_the_url_says() {
     .await;
     assert_eq!(status, 401);
 }
+
+/// One publish, with the `Retry-After` header kept.
+async fn publish_raw(
+    base: &str,
+    id: &str,
+    token: &str,
+    events: &[Value],
+) -> (u16, Option<String>, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/analyses/{id}/events"))
+        .bearer_auth(token)
+        .json(&json!({ "events": events }))
+        .timeout(std::time::Duration::from_secs(15))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (
+        status,
+        retry_after,
+        resp.json().await.unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn publishing_too_fast_gets_429_with_retry_after_and_loses_nothing() {
+    use std::time::Duration;
+    // Its own edge: 2 batches a second, bursts of 4.
+    let edge = stagecast_e2e::Edge::start(&[
+        ("STAGECAST_DEV_SECRET", DEV_SECRET),
+        ("STAGECAST_PUBLISH_RATE", "2"),
+    ])
+    .await
+    .unwrap();
+    let base = edge.base_url();
+    let id = "http-rate";
+    let token = Tokens::node(id);
+    let started =
+        json!({"id": "start", "type": "started", "stages": [{"name": "a", "weight": 1.0}]});
+    let (status, _, body) = publish_raw(&base, id, &token, &[started]).await;
+    assert_eq!(status, 200, "{body}");
+
+    // A burst of 20 single-heartbeat batches at once: far beyond 4 + 2/s.
+    let beats: Vec<Value> = (0..20)
+        .map(|i| json!({"id": format!("hb-{i}"), "type": "heartbeat"}))
+        .collect();
+    let answers = futures_util::future::join_all(
+        beats
+            .iter()
+            .map(|beat| publish_raw(&base, id, &token, std::slice::from_ref(beat))),
+    )
+    .await;
+    let mut refused = Vec::new();
+    let mut longest_wait = 0;
+    for (beat, (status, retry_after, body)) in beats.iter().zip(&answers) {
+        match status {
+            200 => assert_eq!(body["accepted"], 1, "{body}"),
+            429 => {
+                assert_error(body, "rate_limited");
+                let secs: u64 = retry_after
+                    .as_deref()
+                    .expect("429 carries Retry-After")
+                    .parse()
+                    .expect("Retry-After in whole seconds");
+                assert!(secs >= 1, "Retry-After {secs}");
+                longest_wait = longest_wait.max(secs);
+                refused.push(beat.clone());
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    let accepted = beats.len() - refused.len();
+    assert!(
+        !refused.is_empty() && (1..10).contains(&accepted),
+        "{accepted} of {} accepted",
+        beats.len()
+    );
+
+    // After waiting Retry-After the next publish passes.
+    tokio::time::sleep(Duration::from_secs(longest_wait)).await;
+    let (status, _, body) = publish_raw(&base, id, &token, &refused[..1]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 1, "{body}");
+    // The rest, as a node would send them: honouring Retry-After, all in one batch this time,
+    // with an already stored event retried in it.
+    let mut retry: Vec<Value> = refused[1..].to_vec();
+    retry.push(refused[0].clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let (status, retry_after, body) = publish_raw(&base, id, &token, &retry).await;
+        match (status, retry_after) {
+            (200, _) => break body,
+            (429, Some(secs)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_secs(secs.parse().unwrap())).await;
+            }
+            (status, _) => panic!("{status}: {body}"),
+        }
+    };
+    assert_eq!(
+        (body["accepted"].as_u64(), body["duplicates"].as_u64()),
+        (Some(refused.len() as u64 - 1), Some(1)),
+        "{body}"
+    );
+
+    // Every event stored exactly once, seqs without gaps.
+    let (status, page) = get(
+        &format!("{base}/v1/analyses/{id}/events?since=0&limit=1000"),
+        Some(&Tokens::viewer(id)),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let stored = page["events"].as_array().unwrap();
+    let seqs: Vec<u64> = stored.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=21).collect::<Vec<_>>());
+    let mut ids: Vec<&str> = stored
+        .iter()
+        .map(|e| e["event"]["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut expected: Vec<String> = (0..20).map(|i| format!("hb-{i}")).collect();
+    expected.push("start".into());
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+}

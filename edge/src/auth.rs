@@ -54,6 +54,12 @@ pub fn object_name(tenant: &str, analysis_id: &str) -> String {
     format!("{tenant}/{analysis_id}")
 }
 
+/// The tenant and analysis id back from an object's name.
+pub fn parse_object_name(name: &str) -> Option<(&str, &str)> {
+    name.split_once('/')
+        .filter(|(tenant, id)| !tenant.is_empty() && !id.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +124,11 @@ mod tests {
     #[test]
     fn object_names_separate_tenants() {
         assert_ne!(object_name("a", "x"), object_name("b", "x"));
+        assert_eq!(
+            parse_object_name(&object_name("acme", "a-1")),
+            Some(("acme", "a-1"))
+        );
+        assert_eq!(parse_object_name("no-slash"), None);
+        assert_eq!(parse_object_name("/x"), None);
     }
 }

@@ -10,6 +10,12 @@ pub const DEFAULT_MAX_SOCKETS: usize = 10_000;
 /// Stored events kept per analysis for replay; older ones are dropped (their ids are kept
 /// for dedupe) and a client asking for them gets `recovered: false`.
 pub const DEFAULT_HISTORY_LIMIT: u64 = 10_000;
+/// Publish batches a second one analysis accepts, sustained (`STAGECAST_PUBLISH_RATE`);
+/// beyond it the edge answers 429 with `Retry-After`. A node coalesces progress to far
+/// less than this; the limit is there for a runaway or hostile publisher.
+pub const DEFAULT_PUBLISH_RATE: u64 = 50;
+/// The burst is this many seconds' worth of the rate (100 batches at the default rate).
+pub const PUBLISH_BURST_SECONDS: u64 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -17,6 +23,8 @@ pub struct Limits {
     pub retention_ms: i64,
     pub max_sockets: usize,
     pub history_limit: u64,
+    /// Publish batches a second per analysis, sustained.
+    pub publish_rate: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +61,13 @@ impl Limits {
             retention_ms: get("STAGECAST_RETENTION_MS", DEFAULT_RETENTION_MS as u64)? as i64,
             max_sockets: get("STAGECAST_MAX_SOCKETS", DEFAULT_MAX_SOCKETS as u64)? as usize,
             history_limit: get("STAGECAST_HISTORY_LIMIT", DEFAULT_HISTORY_LIMIT)?,
+            publish_rate: get("STAGECAST_PUBLISH_RATE", DEFAULT_PUBLISH_RATE)?,
         })
+    }
+
+    /// Publish batches an analysis accepts at once after a quiet spell.
+    pub fn publish_burst(&self) -> u64 {
+        self.publish_rate.saturating_mul(PUBLISH_BURST_SECONDS)
     }
 }
 
@@ -79,6 +93,7 @@ mod tests {
         assert_eq!(limits.stall_timeout_ms, 60_000);
         assert_eq!(limits.retention_ms, 604_800_000);
         assert_eq!(limits.max_sockets, 10_000);
+        assert_eq!((limits.publish_rate, limits.publish_burst()), (50, 100));
     }
 
     #[test]
@@ -86,6 +101,13 @@ mod tests {
         let limits =
             Limits::from_vars(|n| (n == "STAGECAST_MAX_SOCKETS").then(|| "7".to_string())).unwrap();
         assert_eq!(limits.max_sockets, 7);
+        let limits =
+            Limits::from_vars(|n| (n == "STAGECAST_PUBLISH_RATE").then(|| "2".to_string()))
+                .unwrap();
+        assert_eq!((limits.publish_rate, limits.publish_burst()), (2, 4));
+        let err = Limits::from_vars(|n| (n == "STAGECAST_PUBLISH_RATE").then(|| "0".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("STAGECAST_PUBLISH_RATE"), "{err}");
         let err =
             Limits::from_vars(|n| (n == "STAGECAST_STALL_TIMEOUT_MS").then(|| "-1".to_string()))
                 .unwrap_err();

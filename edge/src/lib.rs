@@ -7,6 +7,7 @@ pub mod config;
 pub mod credentials;
 pub mod forward;
 pub mod query;
+pub mod rate;
 pub mod route;
 
 #[cfg(target_arch = "wasm32")]

@@ -2,7 +2,7 @@
 //! subscribers on the hibernation API. Socket facts live in attachments and the state in
 //! SQL, so an evicted object rebuilt by `new()` loses nothing.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use serde::{Deserialize, Serialize};
 use stagecast_shared::Analysis;
@@ -18,10 +18,13 @@ use worker::{
     WebSocketIncomingMessage, WebSocketPair, durable_object,
 };
 
+use crate::auth::parse_object_name;
 use crate::config::Limits;
 use crate::forward::{Forwarded, OP_HEADER, Op};
+use crate::rate::PublishBucket;
 use crate::respond::{
-    error_response, json_response, refuse_websocket_with, truncate_reason, websocket_response,
+    error_response, json_response, rate_limited_response, refuse_websocket_with, truncate_reason,
+    websocket_response,
 };
 use crate::store::Store;
 
@@ -55,11 +58,65 @@ pub struct AnalysisObject {
     env: Env,
     /// The state machine, loaded from storage on first use after (re)construction.
     analysis: RefCell<Option<Analysis>>,
+    /// The publish rate limit; in memory only, so a rebuilt object starts it full.
+    bucket: RefCell<Option<PublishBucket>>,
+    /// The verified tenant, for log lines outside a request (alarm, socket events).
+    tenant: RefCell<Option<String>>,
+    /// Whether storage holds the tenant: it is written with the first commit, so a
+    /// read-only visit never leaves storage behind.
+    tenant_saved: Cell<bool>,
 }
 
 impl AnalysisObject {
     fn store(&self) -> Store {
         Store::new(self.state.storage().sql())
+    }
+
+    /// Remembers the tenant a request was verified for (an object's tenant never changes:
+    /// it is part of the object's name).
+    fn remember_tenant(&self, tenant: &str) {
+        if self.tenant.borrow().as_deref() != Some(tenant) {
+            *self.tenant.borrow_mut() = Some(tenant.to_owned());
+        }
+    }
+
+    /// The tenant this object belongs to: remembered, from the object's name
+    /// (`tenant/analysis`), or from storage; "unknown" only if all of them fail.
+    fn tenant(&self) -> String {
+        if let Some(tenant) = self.tenant.borrow().as_ref() {
+            return tenant.clone();
+        }
+        let found = self
+            .state
+            .id()
+            .name()
+            .and_then(|name| parse_object_name(&name).map(|(t, _)| t.to_owned()))
+            .or_else(|| self.store().load_tenant().ok().flatten());
+        match found {
+            Some(tenant) => {
+                *self.tenant.borrow_mut() = Some(tenant.clone());
+                tenant
+            }
+            None => "unknown".to_owned(),
+        }
+    }
+
+    /// Takes a publish token, or answers how long to wait.
+    fn take_publish_token(
+        &self,
+        limits: &Limits,
+        now: i64,
+    ) -> std::result::Result<(), crate::rate::Limited> {
+        let (rate, burst) = (limits.publish_rate, limits.publish_burst());
+        let mut cell = self.bucket.borrow_mut();
+        // A changed setting starts a new, full bucket.
+        if cell
+            .as_ref()
+            .is_none_or(|b| (b.rate(), b.burst()) != (rate, burst))
+        {
+            *cell = Some(PublishBucket::new(rate, burst, now));
+        }
+        cell.as_mut().expect("set just above").take(now)
     }
 
     fn limits(&self) -> std::result::Result<Limits, ErrorBody> {
@@ -101,6 +158,11 @@ impl AnalysisObject {
                 store.insert_event(event, &text)?;
                 frames.push(text);
             }
+            if !self.tenant_saved.get()
+                && let Some(tenant) = self.tenant.borrow().as_deref()
+            {
+                store.save_tenant(tenant)?;
+            }
             if let Some(analysis) = self.analysis.borrow().as_ref() {
                 store.save_analysis(analysis)?;
                 store.trim_history(analysis.last_seq(), history_limit)?;
@@ -111,6 +173,9 @@ impl AnalysisObject {
             // Reload from storage next time rather than trust a state storage did not take.
             *self.analysis.borrow_mut() = None;
             return Err(e);
+        }
+        if self.tenant.borrow().is_some() {
+            self.tenant_saved.set(true);
         }
         let sockets = self.state.get_websockets();
         for text in &frames {
@@ -165,6 +230,22 @@ impl AnalysisObject {
         fwd: &Forwarded,
         limits: &Limits,
     ) -> Result<Response> {
+        if let Err(limited) = self.take_publish_token(limits, now_ms()) {
+            let retry_after = limited.retry_after_secs();
+            tracing::info!(
+                retry_after_ms = limited.retry_after_ms,
+                rate = limits.publish_rate,
+                "publish rate limited"
+            );
+            return rate_limited_response(
+                format!(
+                    "this analysis takes at most {} publish batches a second (bursts of {}): retry after {retry_after} s",
+                    limits.publish_rate,
+                    limits.publish_burst()
+                ),
+                retry_after,
+            );
+        }
         let body = req.bytes().await?;
         let request = match parse_publish_body(&body) {
             Ok(r) => r,
@@ -295,7 +376,9 @@ impl DurableObject for AnalysisObject {
     fn new(state: State, env: Env) -> Self {
         crate::log::init();
         if let Err(e) = Store::new(state.storage().sql()).migrate() {
-            tracing::error!(error = %e, "schema migration failed");
+            let name = state.id().name().unwrap_or_default();
+            let (tenant, analysis_id) = parse_object_name(&name).unwrap_or(("unknown", ""));
+            tracing::error!(tenant, analysis_id, error = %e, "schema migration failed");
         }
         // Pings are answered by the runtime without waking the object.
         let ping = serde_json::to_string(&ClientMessage::Ping).unwrap_or_default();
@@ -307,6 +390,9 @@ impl DurableObject for AnalysisObject {
             state,
             env,
             analysis: RefCell::new(None),
+            bucket: RefCell::new(None),
+            tenant: RefCell::new(None),
+            tenant_saved: Cell::new(false),
         }
     }
 
@@ -317,6 +403,7 @@ impl DurableObject for AnalysisObject {
         let fwd: Forwarded = serde_json::from_str(&header)?;
         let span = tracing::info_span!("object", tenant = %fwd.principal.tenant, analysis_id = %fwd.analysis_id);
         let _enter = span.enter();
+        self.remember_tenant(&fwd.principal.tenant);
         let limits = match self.limits() {
             Ok(l) => l,
             Err(body) => return error_response(&body),
@@ -356,16 +443,16 @@ impl DurableObject for AnalysisObject {
     }
 
     async fn alarm(&self) -> Result<Response> {
+        let id = self
+            .with_analysis(None, |a| a.analysis_id().as_str().to_owned())?
+            .unwrap_or_default();
+        let span = tracing::info_span!("alarm", tenant = %self.tenant(), analysis_id = %id);
+        let _enter = span.enter();
         let limits = match self.limits() {
             Ok(l) => l,
             Err(_) => return Response::ok("misconfigured"),
         };
         let now = now_ms();
-        let id = self
-            .with_analysis(None, |a| a.analysis_id().as_str().to_owned())?
-            .unwrap_or_default();
-        let span = tracing::info_span!("alarm", analysis_id = %id);
-        let _enter = span.enter();
         let expired = self
             .with_analysis(None, |a| {
                 a.terminal_ts()
@@ -376,6 +463,8 @@ impl DurableObject for AnalysisObject {
             tracing::info!("retention over: deleting the analysis");
             self.store().wipe()?;
             *self.analysis.borrow_mut() = None;
+            // The stored tenant went with the rest; the next commit writes it again.
+            self.tenant_saved.set(false);
             for ws in self.state.get_websockets() {
                 let _ = ws.close(
                     Some(1000),
@@ -404,6 +493,9 @@ impl DurableObject for AnalysisObject {
         let Some(mut info) = ws.deserialize_attachment::<SocketInfo>()? else {
             return Ok(());
         };
+        let span =
+            tracing::info_span!("socket", tenant = %self.tenant(), analysis_id = %info.analysis_id);
+        let _enter = span.enter();
         let now = now_ms();
         if info.expires_at_ms <= now {
             let code = CloseCode::TokenExpired;
@@ -486,7 +578,16 @@ impl DurableObject for AnalysisObject {
         Ok(())
     }
 
-    async fn websocket_error(&self, _ws: WebSocket, error: worker::Error) -> Result<()> {
+    async fn websocket_error(&self, ws: WebSocket, error: worker::Error) -> Result<()> {
+        let analysis_id = ws
+            .deserialize_attachment::<SocketInfo>()
+            .ok()
+            .flatten()
+            .map(|info| info.analysis_id)
+            .unwrap_or_default();
+        let span =
+            tracing::info_span!("socket", tenant = %self.tenant(), analysis_id = %analysis_id);
+        let _enter = span.enter();
         tracing::info!(error = %error, "socket error");
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! Answers in the contract's shapes: JSON bodies, the error body, and WebSocket refusals.
 
-use stagecast_shared::api::ErrorBody;
+use stagecast_shared::api::{ErrorBody, ErrorCode};
 use stagecast_shared::close::CloseCode;
 use stagecast_shared::ws::SUBPROTOCOL;
 use worker::{Response, Result, WebSocket, WebSocketPair};
@@ -12,6 +12,16 @@ pub fn json_response<T: serde::Serialize>(value: &T, status: u16) -> Result<Resp
 /// `{"error": {...}}` with the status its code carries.
 pub fn error_response(body: &ErrorBody) -> Result<Response> {
     json_response(body, body.error.code.status())
+}
+
+/// 429 `rate_limited` with `Retry-After` in whole seconds.
+pub fn rate_limited_response(message: String, retry_after_secs: u64) -> Result<Response> {
+    let body = ErrorBody::new(ErrorCode::RateLimited, message);
+    let mut response = error_response(&body)?;
+    response
+        .headers_mut()
+        .set("retry-after", &retry_after_secs.to_string())?;
+    Ok(response)
 }
 
 /// Browsers cannot read the status of a failed handshake, so a refused WebSocket is

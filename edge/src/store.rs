@@ -8,6 +8,8 @@ use stagecast_shared::ws::ServerMessage;
 use worker::{Result, SqlStorage, SqlStorageValue};
 
 const STATE_KEY: &str = "analysis";
+/// The verified tenant the object belongs to, for its log lines where no request names it.
+const TENANT_KEY: &str = "tenant";
 
 pub struct Store {
     sql: SqlStorage,
@@ -52,25 +54,37 @@ impl Store {
     }
 
     pub fn load_analysis(&self) -> Result<Option<Analysis>> {
-        let rows: Vec<ValueRow> = self
-            .sql
-            .exec(
-                "SELECT value FROM meta WHERE key = ?",
-                vec![STATE_KEY.into()],
-            )?
-            .to_array()?;
-        rows.first()
-            .map(|row| Ok(serde_json::from_str(&row.value)?))
+        self.meta(STATE_KEY)?
+            .map(|value| Ok(serde_json::from_str(&value)?))
             .transpose()
     }
 
     pub fn save_analysis(&self, analysis: &Analysis) -> Result<()> {
-        let value = serde_json::to_string(analysis)?;
+        self.put_meta(STATE_KEY, &serde_json::to_string(analysis)?)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>> {
+        let rows: Vec<ValueRow> = self
+            .sql
+            .exec("SELECT value FROM meta WHERE key = ?", vec![key.into()])?
+            .to_array()?;
+        Ok(rows.into_iter().next().map(|row| row.value))
+    }
+
+    fn put_meta(&self, key: &str, value: &str) -> Result<()> {
         self.sql.exec(
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            vec![STATE_KEY.into(), value.into()],
+            vec![key.into(), value.into()],
         )?;
         Ok(())
+    }
+
+    pub fn load_tenant(&self) -> Result<Option<String>> {
+        self.meta(TENANT_KEY)
+    }
+
+    pub fn save_tenant(&self, tenant: &str) -> Result<()> {
+        self.put_meta(TENANT_KEY, tenant)
     }
 
     pub fn has_event(&self, event_id: &str) -> Result<bool> {

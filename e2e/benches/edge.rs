@@ -1,0 +1,762 @@
+//! Edge benchmarks against the real edge (wrangler dev -> workerd on loopback), printed as
+//! markdown: publish-to-delivery latency with 1, 100 and 1000 subscribers, publish
+//! throughput, frame sizes, and workerd memory per 1000 idle sockets.
+//!
+//! `cargo bench -p stagecast-e2e --bench edge` (the edge must be built: `make edge-build`).
+//! Not a test: it checks nothing beyond sanity and prints what it measured, including what
+//! went missing. Every wait is bounded; the whole run stops after `RUN_LIMIT`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::{StreamExt, stream};
+use serde_json::{Value, json};
+use stagecast_e2e::client::{DEV_SECRET, Ws};
+use stagecast_e2e::edge::repo_root;
+use stagecast_e2e::{Edge, Tokens};
+use tokio_tungstenite::tungstenite::Message;
+
+const COMMAND: &str = "cargo bench -p stagecast-e2e --bench edge";
+/// The whole run, edge start included.
+const RUN_LIMIT: Duration = Duration::from_secs(420);
+/// One WebSocket handshake plus its hello.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// One HTTP request.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Handshakes in flight at once while opening many sockets.
+const CONNECT_CONCURRENCY: usize = 64;
+
+/// Latency runs: single-event batches, one every `LATENCY_PACE`.
+const LATENCY_EVENTS: usize = 200;
+const LATENCY_PACE: Duration = Duration::from_millis(20);
+/// How long subscribers may still wait for the last events after the last publish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Each throughput run publishes for this long.
+const THROUGHPUT_RUN: Duration = Duration::from_secs(5);
+/// Sequential `GET /healthz` requests of the floor measurement.
+const FLOOR_REQUESTS: usize = 200;
+/// Idle sockets of the memory measurement.
+const IDLE_SOCKETS: usize = 1000;
+/// Time for workerd to settle before its memory is read.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// The edge under test, one HTTP client, and the clock every stamp is taken from.
+struct Bench {
+    edge: Edge,
+    http: reqwest::Client,
+    origin: Instant,
+}
+
+fn main() -> anyhow::Result<()> {
+    raise_open_files_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match tokio::time::timeout(RUN_LIMIT, run()).await {
+            Ok(result) => result,
+            Err(_) => bail!("the benchmark ran past {RUN_LIMIT:?} and was stopped"),
+        }
+    })
+}
+
+/// Soft open-files limit up to the hard one: 1000+ sockets here, and workerd (which
+/// inherits it through wrangler) holds the other ends.
+fn raise_open_files_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit on a local struct; no other memory is touched.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        }
+        limit.rlim_cur
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    print_header();
+    let started = Instant::now();
+    let edge = Edge::start(&[
+        ("STAGECAST_DEV_SECRET", DEV_SECRET),
+        ("STAGECAST_MAX_SOCKETS", "100000"),
+        // Far above what is offered: these runs measure the edge, not the rate limit.
+        ("STAGECAST_PUBLISH_RATE", "1000000"),
+        // No stall alarm fires in the middle of a run.
+        ("STAGECAST_STALL_TIMEOUT_MS", "3600000"),
+    ])
+    .await
+    .context("starting the edge")?;
+    eprintln!("edge up in {:.1?}", started.elapsed());
+    let bench = Bench {
+        edge,
+        http: reqwest::Client::builder()
+            .timeout(HTTP_TIMEOUT)
+            .pool_max_idle_per_host(64)
+            .build()?,
+        origin: Instant::now(),
+    };
+
+    // Memory first, on an edge that has served one analysis and nothing else yet.
+    let memory = memory(&bench).await?;
+    let floor = request_floor(&bench).await;
+    let mut latencies = Vec::new();
+    for subscribers in [1, 100, 1000] {
+        eprintln!("latency with {subscribers} subscribers");
+        latencies.push(latency(&bench, subscribers).await?);
+    }
+    let mut throughputs = Vec::new();
+    for (label, analyses, publishers, batch) in [
+        ("sequential", 1, 1, 1),
+        ("8 concurrent, one analysis", 1, 8, 1),
+        ("8 concurrent, 8 analyses", 8, 8, 1),
+        ("sequential", 1, 1, 100),
+        ("8 concurrent, one analysis", 1, 8, 100),
+    ] {
+        eprintln!("throughput: {label}, batches of {batch}");
+        throughputs.push(throughput(&bench, label, analyses, publishers, batch).await?);
+    }
+
+    print_floor(&floor);
+    print_latency(&latencies);
+    print_throughput(&throughputs);
+    print_frames(&latencies, &memory);
+    print_memory(&memory);
+    println!();
+    println!(
+        "Total run: {:.0} s (edge start included).",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn print_header() {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .map(|l| kib_field(l) / 1024)
+        })
+        .unwrap_or(0);
+    let version = |pkg: &str| {
+        std::fs::read_to_string(repo_root().join(format!("node_modules/{pkg}/package.json")))
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            .and_then(|v| v["version"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "?".into())
+    };
+    println!("# Edge benchmarks");
+    println!();
+    println!("- command: `{COMMAND}`");
+    println!("- machine: {cores} cores (nproc), {cpu}, {mem_total} MiB RAM");
+    println!(
+        "- edge: the release Worker of `edge/build` in wrangler {} (`wrangler dev`) -> workerd {}, on 127.0.0.1; vars STAGECAST_MAX_SOCKETS=100000, STAGECAST_PUBLISH_RATE=1000000 (so the limiter never refuses), STAGECAST_STALL_TIMEOUT_MS=3600000",
+        version("wrangler"),
+        version("workerd")
+    );
+    println!(
+        "- client: this process (tokio, 2 worker threads, reqwest + tokio-tungstenite) on the same cores as workerd and wrangler, so every figure includes the client's own work"
+    );
+    println!(
+        "- open-files limit: {} (raised to the hard limit; workerd inherits it)",
+        raise_open_files_limit()
+    );
+}
+
+fn kib_field(line: &str) -> u64 {
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------- helpers
+
+impl Bench {
+    fn base(&self) -> String {
+        self.edge.base_url()
+    }
+
+    fn now_us(&self) -> u64 {
+        self.origin.elapsed().as_micros() as u64
+    }
+
+    async fn publish(&self, id: &str, token: &str, events: &[Value]) -> anyhow::Result<Value> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/analyses/{id}/events", self.base()))
+            .bearer_auth(token)
+            .json(&json!({ "events": events }))
+            .send()
+            .await?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("publish to {id}: {status} {body}");
+        }
+        Ok(body)
+    }
+
+    async fn start_analysis(&self, id: &str) -> anyhow::Result<()> {
+        let started = json!({"id": "start", "type": "started",
+            "stages": [{"name": "run", "weight": 1.0}]});
+        self.publish(id, &Tokens::node(id), &[started]).await?;
+        Ok(())
+    }
+
+    /// Opens `n` sockets to `id` (no replay), `CONNECT_CONCURRENCY` handshakes at a time;
+    /// each has read its hello. Returns them with the hello's length in bytes.
+    async fn open_sockets(&self, id: &str, n: usize) -> anyhow::Result<Vec<(Ws, usize)>> {
+        let url = self.edge.ws_url(&format!(
+            "/v1/analyses/{id}/ws?token={}",
+            Tokens::viewer(id)
+        ));
+        let opened: Vec<anyhow::Result<(Ws, usize)>> = stream::iter(0..n)
+            .map(|_| {
+                let url = url.clone();
+                async move {
+                    tokio::time::timeout(CONNECT_TIMEOUT, async {
+                        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await?;
+                        loop {
+                            match ws.next().await {
+                                Some(Ok(Message::Text(t))) if t.contains(r#""type":"hello""#) => {
+                                    return Ok((ws, t.len()));
+                                }
+                                Some(Ok(Message::Close(frame))) => bail!("closed: {frame:?}"),
+                                Some(Ok(_)) => continue,
+                                Some(Err(e)) => return Err(e.into()),
+                                None => bail!("socket ended before its hello"),
+                            }
+                        }
+                    })
+                    .await
+                    .context("handshake and hello timed out")?
+                }
+            })
+            .buffer_unordered(CONNECT_CONCURRENCY)
+            .collect()
+            .await;
+        opened.into_iter().collect()
+    }
+}
+
+/// The value at quantile `q` of sorted `v`.
+fn quantile(v: &[u64], q: f64) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+// ---------------------------------------------------------------- request floor
+
+/// Round trips (µs, sorted) of sequential requests that wake no object: `GET /healthz`,
+/// answered by the Worker alone. What the local server path costs by itself.
+async fn request_floor(bench: &Bench) -> Vec<u64> {
+    let url = format!("{}/healthz", bench.base());
+    let mut rtts = Vec::with_capacity(FLOOR_REQUESTS);
+    for _ in 0..FLOOR_REQUESTS {
+        let sent = Instant::now();
+        if let Ok(resp) = bench.http.get(&url).send().await {
+            let _ = resp.bytes().await;
+            rtts.push(sent.elapsed().as_micros() as u64);
+        }
+    }
+    rtts.sort_unstable();
+    rtts
+}
+
+fn print_floor(rtts: &[u64]) {
+    println!();
+    println!("## The local request floor");
+    println!();
+    println!(
+        "{} sequential `GET /healthz` (answered by the Worker, no object, no storage) on one kept-alive connection: round trip p50 {} ms, p99 {} ms. Every HTTP figure below includes this path (client -> wrangler's dev proxy workerd -> the runtime workerd and back).",
+        rtts.len(),
+        ms(quantile(rtts, 0.5)),
+        ms(quantile(rtts, 0.99))
+    );
+}
+
+// ---------------------------------------------------------------- latency
+
+struct Latency {
+    subscribers: usize,
+    connect: Duration,
+    published: usize,
+    /// Microseconds from just before the publish request to the frame's arrival at one
+    /// subscriber, over every (subscriber, event) pair received.
+    samples: Vec<u64>,
+    missing: usize,
+    event_frame_bytes: f64,
+    hello_bytes: usize,
+    publish_rtt_p50_us: u64,
+}
+
+/// Reads event frames until `expected` arrived or `deadline`; each progress event's
+/// `message` holds the send instant (µs since `origin`).
+async fn receive(
+    mut ws: Ws,
+    origin: Instant,
+    expected: usize,
+    deadline: tokio::time::Instant,
+) -> (Vec<u64>, u64) {
+    const STAMP: &str = r#""message":""#;
+    let mut samples = Vec::with_capacity(expected);
+    let mut bytes = 0u64;
+    while samples.len() < expected {
+        let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, ws.next()).await else {
+            break;
+        };
+        let Message::Text(text) = msg else { continue };
+        let arrived = origin.elapsed().as_micros() as u64;
+        if !text.starts_with(r#"{"type":"event""#) {
+            continue;
+        }
+        let Some(at) = text.find(STAMP) else { continue };
+        let rest = &text[at + STAMP.len()..];
+        let Some(sent) = rest.split('"').next().and_then(|s| s.parse::<u64>().ok()) else {
+            continue;
+        };
+        bytes += text.len() as u64;
+        samples.push(arrived.saturating_sub(sent));
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+    (samples, bytes)
+}
+
+async fn latency(bench: &Bench, subscribers: usize) -> anyhow::Result<Latency> {
+    let id = format!("lat-{subscribers}");
+    bench.start_analysis(&id).await?;
+    let connecting = Instant::now();
+    let sockets = bench.open_sockets(&id, subscribers).await?;
+    let connect = connecting.elapsed();
+    let hello_bytes = sockets[0].1;
+
+    // Long enough for every publish and the drain after it.
+    let deadline = tokio::time::Instant::now()
+        + LATENCY_PACE * LATENCY_EVENTS as u32
+        + Duration::from_secs(20)
+        + DRAIN_TIMEOUT;
+    let receivers: Vec<_> = sockets
+        .into_iter()
+        .map(|(ws, _)| tokio::spawn(receive(ws, bench.origin, LATENCY_EVENTS, deadline)))
+        .collect();
+
+    let token = Tokens::node(&id);
+    let mut ticker = tokio::time::interval(LATENCY_PACE);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rtts = Vec::with_capacity(LATENCY_EVENTS);
+    let mut published = 0;
+    for i in 1..=LATENCY_EVENTS {
+        ticker.tick().await;
+        let sent = bench.now_us();
+        let event = json!({"id": format!("p-{i}"), "type": "progress", "stage": "run",
+            "stage_progress": i as f64 / LATENCY_EVENTS as f64, "message": sent.to_string()});
+        match bench.publish(&id, &token, &[event]).await {
+            Ok(_) => published += 1,
+            Err(e) => eprintln!("  publish {i}: {e:#}"),
+        }
+        rtts.push(bench.now_us() - sent);
+    }
+
+    let mut samples = Vec::with_capacity(subscribers * published);
+    let mut bytes = 0u64;
+    for receiver in receivers {
+        let (s, b) = receiver.await?;
+        samples.extend(s);
+        bytes += b;
+    }
+    samples.sort_unstable();
+    rtts.sort_unstable();
+    let received = samples.len();
+    Ok(Latency {
+        subscribers,
+        connect,
+        published,
+        missing: subscribers * published - received.min(subscribers * published),
+        event_frame_bytes: bytes as f64 / received.max(1) as f64,
+        samples,
+        hello_bytes,
+        publish_rtt_p50_us: quantile(&rtts, 0.5),
+    })
+}
+
+fn print_latency(rows: &[Latency]) {
+    println!();
+    println!("## Publish-to-delivery latency");
+    println!();
+    println!(
+        "One analysis; subscribers connected (no replay) before the first publish; {LATENCY_EVENTS} single-event `progress` batches published one every {} ms by one sequential publisher, each stamped (in `message`) with the instant just before its HTTP request; latency is from that instant to the frame's arrival at a subscriber, over every (subscriber, event) pair.",
+        LATENCY_PACE.as_millis()
+    );
+    println!();
+    println!(
+        "| subscribers | connect all (s) | events published | pairs received | pairs missing | p50 (ms) | p99 (ms) | max (ms) | publish round trip p50 (ms) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        println!(
+            "| {} | {:.2} | {} | {} | {} | {} | {} | {} | {} |",
+            r.subscribers,
+            r.connect.as_secs_f64(),
+            r.published,
+            r.samples.len(),
+            r.missing,
+            ms(quantile(&r.samples, 0.5)),
+            ms(quantile(&r.samples, 0.99)),
+            ms(r.samples.last().copied().unwrap_or(0)),
+            ms(r.publish_rtt_p50_us),
+        );
+    }
+}
+
+// ---------------------------------------------------------------- throughput
+
+struct Throughput {
+    label: &'static str,
+    analyses: usize,
+    publishers: usize,
+    batch: usize,
+    events: u64,
+    batches: u64,
+    errors: u64,
+    elapsed: Duration,
+    rtt_p50_us: u64,
+    rtt_p99_us: u64,
+}
+
+async fn throughput(
+    bench: &Bench,
+    label: &'static str,
+    analyses: usize,
+    publishers: usize,
+    batch: usize,
+) -> anyhow::Result<Throughput> {
+    let run = format!("tp-{analyses}-{publishers}-{batch}");
+    let ids: Vec<String> = (0..analyses).map(|a| format!("{run}-{a}")).collect();
+    for id in &ids {
+        bench.start_analysis(id).await?;
+    }
+    let deadline = Instant::now() + THROUGHPUT_RUN;
+    let begun = Instant::now();
+    // Publishers run concurrently in this task (join_all): the work here is I/O.
+    let results = futures_util::future::join_all((0..publishers).map(|p| {
+        let id = ids[p % ids.len()].clone();
+        async move {
+            let token = Tokens::node(&id);
+            let (mut events, mut batches, mut errors) = (0u64, 0u64, 0u64);
+            let mut rtts = Vec::new();
+            let mut k = 0u64;
+            while Instant::now() < deadline {
+                let beats: Vec<Value> = (0..batch)
+                    .map(|j| json!({"id": format!("w{p}-{k}-{j}"), "type": "heartbeat"}))
+                    .collect();
+                k += 1;
+                let sent = Instant::now();
+                match bench.publish(&id, &token, &beats).await {
+                    Ok(body) => {
+                        events += body["accepted"].as_u64().unwrap_or(0);
+                        batches += 1;
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        if errors <= 3 {
+                            eprintln!("  {e:#}");
+                        }
+                    }
+                }
+                rtts.push(sent.elapsed().as_micros() as u64);
+            }
+            (events, batches, errors, rtts)
+        }
+    }))
+    .await;
+    let elapsed = begun.elapsed();
+    let mut all_rtts = Vec::new();
+    let (mut events, mut batches, mut errors) = (0, 0, 0);
+    for (e, b, x, r) in results {
+        events += e;
+        batches += b;
+        errors += x;
+        all_rtts.extend(r);
+    }
+    all_rtts.sort_unstable();
+    Ok(Throughput {
+        label,
+        analyses,
+        publishers,
+        batch,
+        events,
+        batches,
+        errors,
+        elapsed,
+        rtt_p50_us: quantile(&all_rtts, 0.5),
+        rtt_p99_us: quantile(&all_rtts, 0.99),
+    })
+}
+
+fn print_throughput(rows: &[Throughput]) {
+    println!();
+    println!("## Publish throughput");
+    println!();
+    println!(
+        "Each run publishes `heartbeat` events (stored and sequenced like any event, no subscribers) for {} s, each publisher waiting for its answer before the next batch; events/s counts events the edge answered as accepted.",
+        THROUGHPUT_RUN.as_secs()
+    );
+    println!();
+    println!(
+        "| publishers | analyses | events per batch | events/s | batches/s | errors | batch round trip p50 (ms) | p99 (ms) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let secs = r.elapsed.as_secs_f64();
+        println!(
+            "| {} | {} | {} | {:.0} | {:.0} | {} | {} | {} |",
+            if r.publishers == 1 {
+                r.label.to_string()
+            } else {
+                format!("{} ({})", r.publishers, r.label)
+            },
+            r.analyses,
+            r.batch,
+            r.events as f64 / secs,
+            r.batches as f64 / secs,
+            r.errors,
+            ms(r.rtt_p50_us),
+            ms(r.rtt_p99_us),
+        );
+    }
+}
+
+// ---------------------------------------------------------------- memory
+
+/// `wrangler dev` runs two workerd processes: a dev proxy that owns the edge's port and
+/// forwards every request and socket, and the runtime that runs the Worker and its
+/// objects. Production has only the latter.
+#[derive(Debug, Clone, Copy, Default)]
+struct Rss {
+    proxy_kib: u64,
+    runtime_kib: u64,
+}
+
+impl Rss {
+    fn total(&self) -> u64 {
+        self.proxy_kib + self.runtime_kib
+    }
+}
+
+struct Memory {
+    workerd_processes: usize,
+    baseline: Rss,
+    one_analysis: Rss,
+    ten_analyses: Rss,
+    after_close: Rss,
+    pending_hello_bytes: usize,
+}
+
+/// Resident memory of the workerd processes in the edge's process group, split into the
+/// dev proxy (the one listening on `port`) and the runtime, and how many there are.
+fn workerd_rss(pgid: i32, port: u16) -> (Rss, usize) {
+    let mut rss = Rss::default();
+    let mut count = 0;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return (rss, 0);
+    };
+    let proxy_flag = format!("--socket-addr=entry=127.0.0.1:{port}");
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid pgrp ..."; comm may hold spaces, so split at the last ')'.
+        let Some((head, tail)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map_or("", |(_, c)| c);
+        let pgrp = tail
+            .split_whitespace()
+            .nth(2)
+            .and_then(|g| g.parse::<i32>().ok());
+        if pgrp != Some(pgid) || !comm.contains("workerd") {
+            continue;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let Some(kib) = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .map(kib_field)
+        else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let is_proxy = cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg == proxy_flag.as_bytes());
+        if is_proxy {
+            rss.proxy_kib += kib;
+        } else {
+            rss.runtime_kib += kib;
+        }
+        count += 1;
+    }
+    (rss, count)
+}
+
+async fn memory(bench: &Bench) -> anyhow::Result<Memory> {
+    let pgid = bench
+        .edge
+        .process_group()
+        .context("the edge has no process")?;
+    let port = bench.edge.config.port;
+    // Warm up: one analysis with a publish and a socket, so the isolate and the object
+    // code are loaded before the baseline.
+    bench.start_analysis("mem-warm").await?;
+    drop(bench.open_sockets("mem-warm", 1).await?);
+    tokio::time::sleep(SETTLE).await;
+    let (baseline, workerd_processes) = workerd_rss(pgid, port);
+    if workerd_processes == 0 {
+        bail!("no workerd process in process group {pgid}");
+    }
+    eprintln!("memory: {IDLE_SOCKETS} idle sockets to one analysis");
+    let one = bench.open_sockets("mem-one", IDLE_SOCKETS).await?;
+    let pending_hello_bytes = one[0].1;
+    tokio::time::sleep(SETTLE).await;
+    let (one_analysis, _) = workerd_rss(pgid, port);
+    eprintln!("memory: {IDLE_SOCKETS} more over 10 analyses");
+    let mut ten = Vec::new();
+    for a in 0..10 {
+        ten.extend(
+            bench
+                .open_sockets(&format!("mem-ten-{a}"), IDLE_SOCKETS / 10)
+                .await?,
+        );
+    }
+    tokio::time::sleep(SETTLE).await;
+    let (ten_analyses, _) = workerd_rss(pgid, port);
+    let close_all = one.into_iter().chain(ten).map(|(mut ws, _)| async move {
+        let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(None)).await;
+    });
+    futures_util::future::join_all(close_all).await;
+    tokio::time::sleep(SETTLE).await;
+    let (after_close, _) = workerd_rss(pgid, port);
+    Ok(Memory {
+        workerd_processes,
+        baseline,
+        one_analysis,
+        ten_analyses,
+        after_close,
+        pending_hello_bytes,
+    })
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+/// MiB per 1000 sockets from `before` to `after`, `IDLE_SOCKETS` sockets apart.
+fn per_1000(before: u64, after: u64) -> String {
+    let delta = after as f64 - before as f64;
+    format!("{:.1}", delta / 1024.0 * 1000.0 / IDLE_SOCKETS as f64)
+}
+
+fn print_memory(m: &Memory) {
+    println!();
+    println!("## workerd memory per 1000 idle sockets");
+    println!();
+    println!(
+        "VmRSS of the {} workerd processes in wrangler's process group, read {} s after the last socket opened (each socket has read its hello and then stays idle). `wrangler dev` runs two: a dev proxy that owns the port and relays every socket (not there in production), and the runtime that runs the Worker and the objects; both are shown. The first {IDLE_SOCKETS} sockets go to one analysis, the next {IDLE_SOCKETS} are spread over 10 other analyses (100 each, so 10 more objects), on top of the first.",
+        m.workerd_processes,
+        SETTLE.as_secs()
+    );
+    println!();
+    println!(
+        "| state | runtime RSS (MiB) | runtime MiB per 1000 sockets | dev proxy RSS (MiB) | dev proxy MiB per 1000 sockets | both (MiB) | both MiB per 1000 sockets |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let row = |label: &str, before: Option<Rss>, now: Rss| {
+        let delta = |f: fn(&Rss) -> u64| before.map_or(String::new(), |b| per_1000(f(&b), f(&now)));
+        println!(
+            "| {label} | {} | {} | {} | {} | {} | {} |",
+            mib(now.runtime_kib),
+            delta(|r| r.runtime_kib),
+            mib(now.proxy_kib),
+            delta(|r| r.proxy_kib),
+            mib(now.total()),
+            delta(Rss::total),
+        );
+    };
+    row("warmed up, no sockets open", None, m.baseline);
+    row(
+        &format!("+ {IDLE_SOCKETS} sockets to one analysis"),
+        Some(m.baseline),
+        m.one_analysis,
+    );
+    row(
+        &format!("+ {IDLE_SOCKETS} sockets over 10 analyses"),
+        Some(m.one_analysis),
+        m.ten_analyses,
+    );
+    row(
+        &format!("all {} closed", 2 * IDLE_SOCKETS),
+        None,
+        m.after_close,
+    );
+}
+
+fn print_frames(latencies: &[Latency], memory: &Memory) {
+    println!();
+    println!("## Bytes on the WebSocket");
+    println!();
+    println!("| frame | bytes |");
+    println!("|---|---:|");
+    if let Some(r) = latencies.iter().find(|r| !r.samples.is_empty()) {
+        println!(
+            "| `event` frame (average over the latency runs' single `progress` events, `message` holding the send stamp, µs as a decimal string) | {:.0} |",
+            latencies
+                .iter()
+                .map(|r| r.event_frame_bytes * r.samples.len() as f64)
+                .sum::<f64>()
+                / latencies
+                    .iter()
+                    .map(|r| r.samples.len())
+                    .sum::<usize>()
+                    .max(1) as f64
+        );
+        println!(
+            "| `hello` of a running analysis (one stage, after `started`) | {} |",
+            r.hello_bytes
+        );
+    }
+    println!(
+        "| `hello` of a pending analysis (nothing published) | {} |",
+        memory.pending_hello_bytes
+    );
+}
