@@ -4,32 +4,20 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{fixtures, path};
+use common::{fixtures, path, ready_node};
 use serde_json::{Value, json};
-use stagecast_e2e::client::{DEV_SECRET, now_s};
+use stagecast_e2e::client::now_s;
 use stagecast_e2e::edge::repo_root;
-use stagecast_e2e::{Edge, Node, Tokens, shared_edge};
+use stagecast_e2e::{Edge, Tokens, shared_edge};
 use stagecast_shared::token::{Claims, Scope, mint};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
 const T: Duration = Duration::from_secs(180);
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_stagecast-node"))
-}
-
-async fn ready_node(edge: &Edge) -> Node {
-    let mut node = Node::start(bin(), Some(&edge.base_url()), &[])
-        .await
-        .unwrap();
-    node.ready(T).await.unwrap();
-    node
-}
 
 fn dashboard_url(edge: &Edge, id: &str, token: &str) -> String {
     format!("{}/analysis?id={id}#token={token}", edge.base_url())
@@ -205,9 +193,7 @@ async fn the_page_follows_an_analysis_from_pending_through_every_stage_to_the_re
 
 #[tokio::test]
 async fn the_page_reconnects_after_the_edge_restarts_and_shows_every_event_once() {
-    let mut edge = Edge::start(&[("STAGECAST_DEV_SECRET", DEV_SECRET)])
-        .await
-        .unwrap();
+    let mut edge = Edge::dev().await.unwrap();
     let node = ready_node(&edge).await;
     let id = "page-restart";
     let mut page = Page::open(

@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{fixtures, path};
+use common::{fixtures, node_bin, path, ready_node};
 use serde_json::{Value, json};
 use stagecast_e2e::client::DEV_SECRET;
 use stagecast_e2e::edge::free_port;
@@ -15,10 +14,6 @@ use stagecast_e2e::{Edge, Node, Subscriber, Tokens, shared_edge};
 /// Generous: CI runs these beside each other on two cores.
 const T: Duration = Duration::from_secs(120);
 const STAGES: [&str; 5] = ["fetch", "decode", "preprocess", "infer", "postprocess"];
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_stagecast-node"))
-}
 
 fn ws(edge: &Edge, id: &str, since: u64) -> String {
     edge.ws_url(&format!(
@@ -73,15 +68,6 @@ fn assert_exactly_once(events: &[Value]) {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), events.len(), "an event id arrived twice");
-}
-
-/// A node publishing to `edge`, ready to take analyses.
-async fn ready_node(edge: &Edge) -> Node {
-    let mut node = Node::start(bin(), Some(&edge.base_url()), &[])
-        .await
-        .unwrap();
-    node.ready(T).await.unwrap();
-    node
 }
 
 /// Waits until the node reports what the edge confirmed; returns the node's view.
@@ -157,9 +143,7 @@ async fn an_analysis_reaches_a_subscriber_stage_by_stage_with_its_result() {
 
 #[tokio::test]
 async fn the_edge_down_for_30_seconds_mid_analysis_loses_nothing() {
-    let mut edge = Edge::start(&[("STAGECAST_DEV_SECRET", DEV_SECRET)])
-        .await
-        .unwrap();
+    let mut edge = Edge::dev().await.unwrap();
     let node = ready_node(&edge).await;
     let id = "node-outage";
     let mut sub = subscribe(&edge, id, 0).await;
@@ -275,7 +259,7 @@ async fn a_node_restart_loses_no_event_and_ends_the_run_it_cut_short() {
     // the edge is not there yet: everything waits in the outbox
     let edge_port = free_port();
     let dead_edge = format!("http://127.0.0.1:{edge_port}");
-    let mut node = Node::start(bin(), Some(&dead_edge), &["--concurrency", "2"])
+    let mut node = Node::start(node_bin(), Some(&dead_edge), &["--concurrency", "2"])
         .await
         .unwrap();
     let (done, cut) = ("node-restart-done", "node-restart-cut");
@@ -298,9 +282,7 @@ async fn a_node_restart_loses_no_event_and_ends_the_run_it_cut_short() {
     assert_eq!(node.status(cut).await["state"], "running");
     node.kill();
 
-    let mut edge = Edge::start(&[("STAGECAST_DEV_SECRET", DEV_SECRET)])
-        .await
-        .unwrap();
+    let mut edge = Edge::dev().await.unwrap();
     node.restart(Some(&edge.base_url())).await.unwrap();
     for (id, last) in [(done, "completed"), (cut, "failed")] {
         let mut sub = subscribe(&edge, id, 0).await;
@@ -324,7 +306,7 @@ async fn a_node_restart_loses_no_event_and_ends_the_run_it_cut_short() {
 async fn the_node_api_answers_every_mistake_with_the_contract_error() {
     let dead_edge = format!("http://127.0.0.1:{}", free_port());
     let node = Node::start(
-        bin(),
+        node_bin(),
         Some(&dead_edge),
         &["--queue", "1", "--concurrency", "1"],
     )
@@ -503,7 +485,7 @@ async fn analyze_publishes_to_the_edge_and_watch_follows_it_to_the_result() {
     let edge = shared_edge().await;
     let state = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        let mut cmd = tokio::process::Command::new(bin());
+        let mut cmd = tokio::process::Command::new(node_bin());
         cmd.args(args)
             .args([
                 "--edge",
@@ -595,7 +577,7 @@ async fn a_self_hosted_node_publishes_with_its_ed25519_key() {
         .unwrap();
     let state = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        let mut cmd = tokio::process::Command::new(bin());
+        let mut cmd = tokio::process::Command::new(node_bin());
         cmd.args(args)
             .args([
                 "--edge",

@@ -85,6 +85,11 @@ impl Edge {
         Ok(edge)
     }
 
+    /// An edge with the dev tenant's secret [`DEV_SECRET`](crate::client::DEV_SECRET).
+    pub async fn dev() -> anyhow::Result<Edge> {
+        Self::start(&[("STAGECAST_DEV_SECRET", crate::client::DEV_SECRET)]).await
+    }
+
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.config.port)
     }
@@ -214,7 +219,7 @@ impl Drop for Edge {
 pub async fn shared_edge() -> &'static Edge {
     static EDGE: tokio::sync::OnceCell<Edge> = tokio::sync::OnceCell::const_new();
     EDGE.get_or_init(|| async {
-        Edge::start(&[("STAGECAST_DEV_SECRET", crate::client::DEV_SECRET)])
+        Edge::dev()
             .await
             .expect("edge starts")
     })

@@ -17,7 +17,7 @@ fn ws_url(edge: &Edge, id: &str, since: u64) -> String {
 
 #[tokio::test]
 async fn sigkill_and_restart_mid_analysis_loses_nothing() {
-    let mut edge = Edge::start(&[("STAGECAST_DEV_SECRET", DEV_SECRET)])
+    let mut edge = Edge::dev()
         .await
         .unwrap();
     let id = "restart";

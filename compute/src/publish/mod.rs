@@ -26,12 +26,15 @@ use tracing::Instrument;
 pub use client::{EdgeLink, LinkError, NodeIdentity, PublishError};
 pub use coalesce::Coalescer;
 pub use outbox::{Outbox, OutboxError, Queue};
-pub use probe::Probe;
+pub use probe::{Probe, cpu_seconds};
 
 use client::TokenCache;
 
 /// A heartbeat goes out this often while the analysis runs.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
+/// How long the first unsent event waits for others to share its request: fewer
+/// requests for the node and the edge, at most this much later on screen.
+const LINGER: Duration = Duration::from_millis(50);
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
 /// Short enough that a node notices a recovered edge within seconds.
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
@@ -185,12 +188,24 @@ impl Worker {
             tokio::time::interval_at(Instant::now() + HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL);
         let mut attempt = 0u32;
         let mut retry_at: Option<Instant> = None;
+        // when the oldest unsent event may go: events that come close together share a batch
+        let mut linger: Option<Instant> = None;
         // after a refusal naming event i > 0, the events before it go alone
         let mut limit = MAX_EVENTS_PER_BATCH;
         loop {
             self.queue.sync()?;
-            let ready = retry_at.is_none_or(|t| Instant::now() >= t);
-            if ready && !self.queue.is_empty() {
+            if self.queue.is_empty() {
+                linger = None;
+            } else if linger.is_none() {
+                linger = Some(Instant::now() + LINGER);
+            }
+            // the end of a run, or a full batch, goes at once (unless backing off)
+            let urgent = !open || self.queue.ended() || self.queue.len() >= MAX_EVENTS_PER_BATCH;
+            let publish_at = linger.map(|at| {
+                let at = if urgent { Instant::now() } else { at };
+                retry_at.map_or(at, |retry| retry.max(at))
+            });
+            if publish_at.is_some_and(|at| Instant::now() >= at) {
                 retry_at = None;
                 match self.publish_once(limit).await {
                     Ok(()) => {
@@ -205,9 +220,7 @@ impl Worker {
                     }
                 }
                 // take what the pipeline sent meanwhile before the next batch
-                while let Ok(kind) = rx.try_recv() {
-                    self.push(kind)?;
-                }
+                self.drain(&mut rx)?;
                 continue;
             }
             if !open && self.queue.is_empty() {
@@ -216,7 +229,10 @@ impl Worker {
             let deadline = self.coalescer.deadline().map(instant_of_ms);
             tokio::select! {
                 kind = rx.recv(), if open => match kind {
-                    Some(kind) => self.push(kind)?,
+                    Some(kind) => {
+                        self.push(kind)?;
+                        self.drain(&mut rx)?;
+                    }
                     None => {
                         open = false;
                         if let Some(kind) = self.coalescer.flush() {
@@ -234,10 +250,18 @@ impl Worker {
                     metrics.queue_depth = Some((self.queue_depth)());
                     self.push(EventKind::Heartbeat { metrics: Some(metrics) })?;
                 }
-                _ = sleep_until(retry_at), if retry_at.is_some() => retry_at = None,
+                _ = sleep_until(publish_at), if publish_at.is_some() => {}
                 else => {}
             }
         }
+    }
+
+    /// Everything the pipeline sent that is waiting, so one sync covers it all.
+    fn drain(&mut self, rx: &mut UnboundedReceiver<EventKind>) -> Result<(), OutboxError> {
+        while let Ok(kind) = rx.try_recv() {
+            self.push(kind)?;
+        }
+        Ok(())
     }
 
     fn push(&mut self, kind: EventKind) -> Result<(), OutboxError> {

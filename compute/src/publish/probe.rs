@@ -51,6 +51,11 @@ impl Probe {
     }
 }
 
+/// CPU time (user + system) this process has used, in seconds.
+pub fn cpu_seconds() -> Option<f64> {
+    cpu_ticks().map(|t| t as f64 / TICKS_PER_SECOND)
+}
+
 fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;

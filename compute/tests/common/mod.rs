@@ -240,3 +240,19 @@ pub fn completed(outcome: Result<Outcome, Error>) -> stagecast_shared::event::An
 pub fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
 }
+
+/// The `stagecast-node` binary of this build.
+pub fn node_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_stagecast-node"))
+}
+
+/// A node publishing to `edge`, ready to take analyses.
+pub async fn ready_node(edge: &stagecast_e2e::Edge) -> stagecast_e2e::Node {
+    let mut node = stagecast_e2e::Node::start(node_bin(), Some(&edge.base_url()), &[])
+        .await
+        .unwrap();
+    node.ready(std::time::Duration::from_secs(180))
+        .await
+        .unwrap();
+    node
+}
