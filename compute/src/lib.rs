@@ -35,6 +35,7 @@
 
 pub mod config;
 pub mod error;
+pub mod gpu;
 pub mod jobs;
 pub mod model;
 pub mod pipeline;

@@ -294,6 +294,11 @@ async fn readyz(State(state): State<Arc<ServeState>>) -> Result<&'static str, Fa
 
 async fn metrics(State(state): State<Arc<ServeState>>) -> impl IntoResponse {
     metrics::gauge!("stagecast_queue_depth").set(state.jobs.queue_depth() as f64);
+    if let Some(gpu) = crate::gpu::sample() {
+        metrics::gauge!("stagecast_gpu_utilization").set(gpu.util);
+        metrics::gauge!("stagecast_gpu_memory_used_bytes").set(gpu.mem_used_bytes as f64);
+        metrics::gauge!("stagecast_gpu_memory_total_bytes").set(gpu.mem_total_bytes as f64);
+    }
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -1,6 +1,6 @@
 //! The node's own figures for heartbeats: resident memory and CPU use since the last
-//! sample, from /proc (Linux). Where /proc is missing the fields stay empty. GPU figures
-//! need NVML, which this node does not bind yet: they are left out, never guessed.
+//! sample, from /proc (Linux), and the GPUs' from NVML ([`crate::gpu`]). What cannot be
+//! read stays empty.
 
 use std::time::Instant;
 
@@ -43,10 +43,14 @@ impl Probe {
             _ => None,
         };
         self.last = ticks.map(|t| (now, t));
+        let gpu = crate::gpu::sample();
         Metrics {
             cpu_util,
             rss_bytes: rss_bytes(),
-            ..Metrics::default()
+            gpu_util: gpu.map(|g| g.util),
+            gpu_mem_used_bytes: gpu.map(|g| g.mem_used_bytes),
+            gpu_mem_total_bytes: gpu.map(|g| g.mem_total_bytes),
+            queue_depth: None,
         }
     }
 }
@@ -89,7 +93,8 @@ mod tests {
         assert!(m.rss_bytes.unwrap() > 1 << 20, "{m:?}");
         let cpu = m.cpu_util.unwrap();
         assert!((0.0..=1.0).contains(&cpu), "{cpu}");
-        assert!(m.gpu_util.is_none());
+        // figures from NVML where there is one, else none at all
+        assert_eq!(m.gpu_util.is_some(), crate::gpu::sample().is_some());
         assert!(x > 0);
     }
 }
