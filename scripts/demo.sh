@@ -3,6 +3,7 @@
 # the PP-OCRv4 text detector, a sample video with text in it, and the analysis followed in
 # the terminal to its result. Stays in the foreground with the edge and the node up until
 # Ctrl-C; STAGECAST_DEMO_EXIT=1 stops once the sample analysis is done (for scripts).
+# The dashboard URL it prints opens the analysis live in a browser.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
@@ -62,9 +63,9 @@ curl -fsS -X POST "$node_api/v1/analyses" -H "authorization: Bearer $("$node" to
   -H 'content-type: application/json' \
   -d "{\"input\": \"$ROOT/$sample\", \"analysis_id\": \"$id\", \"fps\": 2}" >/dev/null
 viewer="$("$node" token viewer --analysis "$id" --ttl 86400)"
-log "watch it: ws://127.0.0.1:$port/v1/analyses/$id/ws?since=0&token=$viewer"
+log "dashboard: $edge/analysis?id=$id#token=$viewer"
 log "  snapshot: curl -H 'authorization: Bearer $viewer' $edge/v1/analyses/$id"
-log "  the browser dashboard is not built yet (issue 6): following in the terminal instead"
+log "following it here too:"
 
 "$node" watch "$id" || die "the analysis did not complete"
 log "node metrics: $node_api/metrics"
