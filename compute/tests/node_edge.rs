@@ -70,6 +70,18 @@ fn assert_exactly_once(events: &[Value]) {
     assert_eq!(ids.len(), events.len(), "an event id arrived twice");
 }
 
+/// A node publishing to `edge`, a subscriber replaying `id` from the start, and `job`
+/// (its input and options) submitted as analysis `id`.
+async fn watched_job(edge: &Edge, id: &str, mut job: Value) -> (Node, Subscriber) {
+    let node = ready_node(edge).await;
+    let sub = subscribe(edge, id, 0).await;
+    job["analysis_id"] = json!(id);
+    let (status, body) = node.submit(&job).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["analysis_id"], id);
+    (node, sub)
+}
+
 /// Waits until the node reports what the edge confirmed; returns the node's view.
 async fn delivered(node: &Node, id: &str) -> Value {
     let deadline = Instant::now() + T;
@@ -90,14 +102,13 @@ async fn delivered(node: &Node, id: &str) -> Value {
 #[tokio::test]
 async fn an_analysis_reaches_a_subscriber_stage_by_stage_with_its_result() {
     let edge = shared_edge().await;
-    let node = ready_node(edge).await;
     let id = "node-full";
-    let mut sub = subscribe(edge, id, 0).await;
-    let (status, body) = node
-        .submit(&json!({"input": path(&fixtures().video), "analysis_id": id, "fps": 2, "batch_size": 2}))
-        .await;
-    assert_eq!(status, 202, "{body}");
-    assert_eq!(body["analysis_id"], id);
+    let (node, mut sub) = watched_job(
+        edge,
+        id,
+        json!({"input": path(&fixtures().video), "fps": 2, "batch_size": 2}),
+    )
+    .await;
 
     let mut events = Vec::new();
     until_terminal(&mut sub, &mut events).await.unwrap();
@@ -144,13 +155,13 @@ async fn an_analysis_reaches_a_subscriber_stage_by_stage_with_its_result() {
 #[tokio::test]
 async fn the_edge_down_for_30_seconds_mid_analysis_loses_nothing() {
     let mut edge = Edge::dev().await.unwrap();
-    let node = ready_node(&edge).await;
     let id = "node-outage";
-    let mut sub = subscribe(&edge, id, 0).await;
-    let (status, body) = node
-        .submit(&json!({"input": path(&fixtures().long_video), "analysis_id": id, "fps": 2, "batch_size": 2}))
-        .await;
-    assert_eq!(status, 202, "{body}");
+    let (node, mut sub) = watched_job(
+        &edge,
+        id,
+        json!({"input": path(&fixtures().long_video), "fps": 2, "batch_size": 2}),
+    )
+    .await;
 
     // a few events through, then the edge dies with the analysis under way
     let mut events = Vec::new();
@@ -192,13 +203,13 @@ async fn the_edge_down_for_30_seconds_mid_analysis_loses_nothing() {
 #[tokio::test]
 async fn a_cancel_from_a_subscriber_stops_the_node() {
     let edge = shared_edge().await;
-    let node = ready_node(edge).await;
     let id = "node-cancel";
-    let mut sub = subscribe(edge, id, 0).await;
-    let (status, _) = node
-        .submit(&json!({"input": path(&fixtures().long_video), "analysis_id": id, "fps": 5, "batch_size": 2}))
-        .await;
-    assert_eq!(status, 202);
+    let (node, mut sub) = watched_job(
+        edge,
+        id,
+        json!({"input": path(&fixtures().long_video), "fps": 5, "batch_size": 2}),
+    )
+    .await;
     let mut events = Vec::new();
     loop {
         let msg = sub.next_json(T).await.unwrap();
@@ -234,13 +245,9 @@ async fn a_cancel_from_a_subscriber_stops_the_node() {
 #[tokio::test]
 async fn a_corrupt_input_ends_failed_with_a_readable_code() {
     let edge = shared_edge().await;
-    let node = ready_node(edge).await;
     let id = "node-corrupt";
-    let mut sub = subscribe(edge, id, 0).await;
-    let (status, _) = node
-        .submit(&json!({"input": path(&fixtures().corrupt_mp4), "analysis_id": id}))
-        .await;
-    assert_eq!(status, 202);
+    let (node, mut sub) =
+        watched_job(edge, id, json!({"input": path(&fixtures().corrupt_mp4)})).await;
     let mut events = Vec::new();
     until_terminal(&mut sub, &mut events).await.unwrap();
     let error = &events.last().unwrap()["event"]["error"];
