@@ -20,4 +20,7 @@ cargo bench -q -p stagecast-compute --bench node | tee bench/out/node.md
 
 log "edge: delivery latency, throughput, frame sizes, memory per socket (about 2 minutes)"
 cargo bench -q -p stagecast-e2e --bench edge | tee bench/out/edge.md
+
+log "fuzz: 20000 random requests against the edge, no 5xx allowed (about 5 minutes)"
+STAGECAST_FUZZ_CASES=20000 cargo test -q -p stagecast-e2e --test edge_fuzz
 log "reports in bench/out/"

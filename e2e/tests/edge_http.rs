@@ -555,3 +555,12 @@ async fn publishing_too_fast_gets_429_with_retry_after_and_loses_nothing() {
     expected.sort_unstable();
     assert_eq!(ids, expected);
 }
+
+#[tokio::test]
+async fn the_socket_route_without_an_upgrade_is_a_clear_400() {
+    let edge = shared_edge().await;
+    let url = format!("{}/v1/analyses/plain/ws?since=0", edge.base_url());
+    let (status, body) = get(&url, Some(&Tokens::viewer("plain"))).await;
+    assert_eq!(status, 400);
+    assert_error(&body, "invalid_request");
+}

@@ -76,6 +76,14 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     };
     let websocket = matches!(route, Route::Subscribe(_));
     let headers = req.headers();
+    // a plain HTTP request to the socket route cannot be answered with a closed socket
+    let upgrade = headers.get("upgrade")?;
+    if websocket && !upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
+        return error_response(&ErrorBody::new(
+            ErrorCode::InvalidRequest,
+            "this route is a WebSocket: open it with `Upgrade: websocket`",
+        ));
+    }
     let authorization = headers.get("authorization")?;
     let cookie = headers.get("cookie")?;
     let subprotocols = headers.get("sec-websocket-protocol")?;
