@@ -2,7 +2,8 @@
 //! progress as typed updates that map onto the wire contract's events.
 //!
 //! - [`config`]: node and analysis settings; [`error`]: failures with contract codes.
-//! - [`model`]: manifests, the catalog, loaded models; [`runtime`]: ONNX Runtime itself.
+//! - [`model`]: manifests, the catalog, loaded models; [`runtime`]: ONNX Runtime itself;
+//!   [`gpu`]: GPU figures from NVML where there is one.
 //! - [`pipeline`]: one analysis, stage by stage ([`pipeline::run`]).
 //! - [`publish`]: its events to the edge, through a durable outbox, never losing one.
 //! - [`jobs`] and [`serve`]: the daemon's queue and its HTTP API; [`tracker`]: an
