@@ -1,24 +1,30 @@
 //! Edge benchmarks against the real edge (wrangler dev -> workerd on loopback), printed as
 //! markdown: publish-to-delivery latency with 1, 100 and 1000 subscribers, publish
-//! throughput, frame sizes, and workerd memory per 1000 idle sockets.
+//! throughput, frame sizes, and workerd memory per 1000 idle sockets. The latency runs are
+//! repeated against a peer relay (FastAPI + Redis pub/sub, `bench/peers/fastapi_redis`,
+//! started here) and printed side by side.
 //!
 //! `cargo bench -p stagecast-e2e --bench edge` (the edge must be built: `make edge-build`).
 //! Not a test: it checks nothing beyond sanity and prints what it measured, including what
 //! went missing. Every wait is bounded; the whole run stops after `RUN_LIMIT`.
 
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures_util::{StreamExt, stream};
 use serde_json::{Value, json};
 use stagecast_e2e::client::{DEV_SECRET, Ws};
-use stagecast_e2e::edge::repo_root;
+use stagecast_e2e::edge::{free_port, repo_root};
 use stagecast_e2e::{Edge, Tokens};
 use tokio_tungstenite::tungstenite::Message;
 
 const COMMAND: &str = "cargo bench -p stagecast-e2e --bench edge";
 /// The whole run, edge start included.
 const RUN_LIMIT: Duration = Duration::from_secs(420);
+/// The peer's start, its first install included.
+const PEER_START_TIMEOUT: Duration = Duration::from_secs(180);
 /// One WebSocket handshake plus its hello.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// One HTTP request.
@@ -43,8 +49,101 @@ const SETTLE: Duration = Duration::from_secs(3);
 /// The edge under test, one HTTP client, and the clock every stamp is taken from.
 struct Bench {
     edge: Edge,
+    /// The edge's URLs.
+    stagecast: Target,
     http: reqwest::Client,
     origin: Instant,
+}
+
+/// A relay that speaks the publish and WebSocket routes of the v1 contract.
+struct Target {
+    name: &'static str,
+    /// `http://host:port`
+    http: String,
+    /// `ws://host:port`
+    ws: String,
+}
+
+impl Target {
+    fn at(name: &'static str, port: u16) -> Target {
+        Target {
+            name,
+            http: format!("http://127.0.0.1:{port}"),
+            ws: format!("ws://127.0.0.1:{port}"),
+        }
+    }
+}
+
+/// The FastAPI + Redis peer (`bench/peers/fastapi_redis/run.sh`) in its own process group
+/// (bash, redis-server, uvicorn), killed as a group when dropped.
+struct Peer {
+    child: Child,
+    target: Target,
+    log: tempfile::NamedTempFile,
+}
+
+impl Peer {
+    async fn start(http: &reqwest::Client) -> anyhow::Result<Peer> {
+        let (port, redis_port) = (free_port(), free_port());
+        let log = tempfile::NamedTempFile::new()?;
+        let child = Command::new("bash")
+            .arg(repo_root().join("bench/peers/fastapi_redis/run.sh"))
+            .arg(port.to_string())
+            .arg(redis_port.to_string())
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .stdout(log.reopen()?)
+            .stderr(log.reopen()?)
+            .process_group(0)
+            .spawn()
+            .context("starting bench/peers/fastapi_redis/run.sh")?;
+        let mut peer = Peer {
+            child,
+            target: Target::at("FastAPI+Redis", port),
+            log,
+        };
+        let deadline = Instant::now() + PEER_START_TIMEOUT;
+        let url = format!("{}/healthz", peer.target.http);
+        loop {
+            if let Ok(Some(status)) = peer.child.try_wait() {
+                bail!("the peer exited with {status}: {}", peer.log_text());
+            }
+            if http
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Ok(peer);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the peer did not answer within {PEER_START_TIMEOUT:?}: {}",
+                    peer.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let pgid = self.child.id() as i32;
+        // SAFETY: kill(2) on the process group this bench started; no memory is touched.
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: as above; whatever ignored SIGTERM (redis, uvicorn) goes now.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -94,6 +193,7 @@ async fn run() -> anyhow::Result<()> {
     .context("starting the edge")?;
     eprintln!("edge up in {:.1?}", started.elapsed());
     let bench = Bench {
+        stagecast: Target::at("Stagecast", edge.config.port),
         edge,
         http: reqwest::Client::builder()
             .timeout(HTTP_TIMEOUT)
@@ -108,8 +208,9 @@ async fn run() -> anyhow::Result<()> {
     let mut latencies = Vec::new();
     for subscribers in [1, 100, 1000] {
         eprintln!("latency with {subscribers} subscribers");
-        latencies.push(latency(&bench, subscribers).await?);
+        latencies.push(latency(&bench, &bench.stagecast, subscribers).await?);
     }
+    let peer_latencies = peer_latencies(&bench).await;
     let mut throughputs = Vec::new();
     for (label, analyses, publishers, batch) in [
         ("sequential", 1, 1, 1),
@@ -124,6 +225,7 @@ async fn run() -> anyhow::Result<()> {
 
     print_floor(&floor);
     print_latency(&latencies);
+    print_side_by_side(&latencies, &peer_latencies);
     print_throughput(&throughputs);
     print_frames(&latencies, &memory);
     print_memory(&memory);
@@ -189,18 +291,20 @@ fn kib_field(line: &str) -> u64 {
 // ---------------------------------------------------------------- helpers
 
 impl Bench {
-    fn base(&self) -> String {
-        self.edge.base_url()
-    }
-
     fn now_us(&self) -> u64 {
         self.origin.elapsed().as_micros() as u64
     }
 
-    async fn publish(&self, id: &str, token: &str, events: &[Value]) -> anyhow::Result<Value> {
+    async fn publish(
+        &self,
+        target: &Target,
+        id: &str,
+        token: &str,
+        events: &[Value],
+    ) -> anyhow::Result<Value> {
         let resp = self
             .http
-            .post(format!("{}/v1/analyses/{id}/events", self.base()))
+            .post(format!("{}/v1/analyses/{id}/events", target.http))
             .bearer_auth(token)
             .json(&json!({ "events": events }))
             .send()
@@ -213,20 +317,27 @@ impl Bench {
         Ok(body)
     }
 
-    async fn start_analysis(&self, id: &str) -> anyhow::Result<()> {
+    async fn start_analysis(&self, target: &Target, id: &str) -> anyhow::Result<()> {
         let started = json!({"id": "start", "type": "started",
             "stages": [{"name": "run", "weight": 1.0}]});
-        self.publish(id, &Tokens::node(id), &[started]).await?;
+        self.publish(target, id, &Tokens::node(id), &[started])
+            .await?;
         Ok(())
     }
 
     /// Opens `n` sockets to `id` (no replay), `CONNECT_CONCURRENCY` handshakes at a time;
     /// each has read its hello. Returns them with the hello's length in bytes.
-    async fn open_sockets(&self, id: &str, n: usize) -> anyhow::Result<Vec<(Ws, usize)>> {
-        let url = self.edge.ws_url(&format!(
-            "/v1/analyses/{id}/ws?token={}",
+    async fn open_sockets(
+        &self,
+        target: &Target,
+        id: &str,
+        n: usize,
+    ) -> anyhow::Result<Vec<(Ws, usize)>> {
+        let url = format!(
+            "{}/v1/analyses/{id}/ws?token={}",
+            target.ws,
             Tokens::viewer(id)
-        ));
+        );
         let opened: Vec<anyhow::Result<(Ws, usize)>> = stream::iter(0..n)
             .map(|_| {
                 let url = url.clone();
@@ -274,7 +385,7 @@ fn ms(us: u64) -> String {
 /// Round trips (µs, sorted) of sequential requests that wake no object: `GET /healthz`,
 /// answered by the Worker alone. What the local server path costs by itself.
 async fn request_floor(bench: &Bench) -> Vec<u64> {
-    let url = format!("{}/healthz", bench.base());
+    let url = format!("{}/healthz", bench.stagecast.http);
     let mut rtts = Vec::with_capacity(FLOOR_REQUESTS);
     for _ in 0..FLOOR_REQUESTS {
         let sent = Instant::now();
@@ -346,11 +457,11 @@ async fn receive(
     (samples, bytes)
 }
 
-async fn latency(bench: &Bench, subscribers: usize) -> anyhow::Result<Latency> {
+async fn latency(bench: &Bench, target: &Target, subscribers: usize) -> anyhow::Result<Latency> {
     let id = format!("lat-{subscribers}");
-    bench.start_analysis(&id).await?;
+    bench.start_analysis(target, &id).await?;
     let connecting = Instant::now();
-    let sockets = bench.open_sockets(&id, subscribers).await?;
+    let sockets = bench.open_sockets(target, &id, subscribers).await?;
     let connect = connecting.elapsed();
     let hello_bytes = sockets[0].1;
 
@@ -374,9 +485,9 @@ async fn latency(bench: &Bench, subscribers: usize) -> anyhow::Result<Latency> {
         let sent = bench.now_us();
         let event = json!({"id": format!("p-{i}"), "type": "progress", "stage": "run",
             "stage_progress": i as f64 / LATENCY_EVENTS as f64, "message": sent.to_string()});
-        match bench.publish(&id, &token, &[event]).await {
+        match bench.publish(target, &id, &token, &[event]).await {
             Ok(_) => published += 1,
-            Err(e) => eprintln!("  publish {i}: {e:#}"),
+            Err(e) => eprintln!("  {}: publish {i}: {e:#}", target.name),
         }
         rtts.push(bench.now_us() - sent);
     }
@@ -417,18 +528,112 @@ fn print_latency(rows: &[Latency]) {
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
-        println!(
-            "| {} | {:.2} | {} | {} | {} | {} | {} | {} | {} |",
-            r.subscribers,
-            r.connect.as_secs_f64(),
-            r.published,
-            r.samples.len(),
-            r.missing,
+        print_latency_row(r);
+    }
+}
+
+fn print_latency_row(r: &Latency) {
+    println!(
+        "| {} | {:.2} | {} | {} | {} | {} | {} | {} | {} |",
+        r.subscribers,
+        r.connect.as_secs_f64(),
+        r.published,
+        r.samples.len(),
+        r.missing,
+        ms(quantile(&r.samples, 0.5)),
+        ms(quantile(&r.samples, 0.99)),
+        ms(r.samples.last().copied().unwrap_or(0)),
+        ms(r.publish_rtt_p50_us),
+    );
+}
+
+// ---------------------------------------------------------------- the peer, side by side
+
+/// The latency runs against the FastAPI + Redis peer, started here and stopped after.
+/// A run that fails is reported (in the table, as its error) rather than ending the bench.
+async fn peer_latencies(bench: &Bench) -> Vec<(usize, anyhow::Result<Latency>)> {
+    let starting = Instant::now();
+    let peer = match Peer::start(&bench.http).await {
+        Ok(peer) => peer,
+        Err(e) => {
+            eprintln!("peer: {e:#}");
+            return [1, 100, 1000]
+                .into_iter()
+                .map(|n| (n, Err(anyhow::anyhow!("the peer did not start: {e:#}"))))
+                .collect();
+        }
+    };
+    eprintln!("peer up in {:.1?}", starting.elapsed());
+    let mut rows = Vec::new();
+    for subscribers in [1, 100, 1000] {
+        eprintln!("peer latency with {subscribers} subscribers");
+        let row = latency(bench, &peer.target, subscribers).await;
+        if let Err(e) = &row {
+            eprintln!("  peer, {subscribers} subscribers: {e:#}");
+        }
+        rows.push((subscribers, row));
+    }
+    drop(peer);
+    rows
+}
+
+fn print_side_by_side(stagecast: &[Latency], peer: &[(usize, anyhow::Result<Latency>)]) {
+    println!();
+    println!("## Side by side: Stagecast and a FastAPI + Redis relay");
+    println!();
+    println!(
+        "The same latency runs (same client code, same pacing, same {} s bound on each run's last arrivals) against `bench/peers/fastapi_redis`: FastAPI on uvicorn (1 worker, uvloop, httptools, websockets) with one Redis pub/sub connection per WebSocket and a local redis-server (no persistence), started by this bench on the same cores after the Stagecast runs. The peer verifies no token and checks no event; see its README.",
+        DRAIN_TIMEOUT.as_secs()
+    );
+    println!();
+    println!(
+        "| subscribers | Stagecast p50 / p99 / max (ms) | FastAPI+Redis p50 / p99 / max (ms) | p99 ratio (peer / Stagecast) | pairs missing: Stagecast | pairs missing: FastAPI+Redis |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    let cell = |r: &Latency| {
+        format!(
+            "{} / {} / {}",
             ms(quantile(&r.samples, 0.5)),
             ms(quantile(&r.samples, 0.99)),
-            ms(r.samples.last().copied().unwrap_or(0)),
-            ms(r.publish_rtt_p50_us),
-        );
+            ms(r.samples.last().copied().unwrap_or(0))
+        )
+    };
+    for (subscribers, row) in peer {
+        let ours = stagecast.iter().find(|r| r.subscribers == *subscribers);
+        let ours_cell = ours.map_or("-".into(), cell);
+        let ours_missing = ours.map_or("-".into(), |r| r.missing.to_string());
+        match row {
+            Ok(theirs) => {
+                let ratio = match ours {
+                    Some(o) if !o.samples.is_empty() && !theirs.samples.is_empty() => format!(
+                        "{:.1}x",
+                        quantile(&theirs.samples, 0.99) as f64
+                            / quantile(&o.samples, 0.99).max(1) as f64
+                    ),
+                    _ => "-".into(),
+                };
+                println!(
+                    "| {subscribers} | {ours_cell} | {} | {ratio} | {ours_missing} | {} of {} |",
+                    cell(theirs),
+                    theirs.missing,
+                    theirs.subscribers * theirs.published,
+                );
+            }
+            Err(e) => println!(
+                "| {subscribers} | {ours_cell} | failed: {} | - | {ours_missing} | - |",
+                format!("{e:#}").replace('|', "/")
+            ),
+        }
+    }
+    println!();
+    println!("The peer's own runs, in the layout of the table above:");
+    println!();
+    println!(
+        "| subscribers | connect all (s) | events published | pairs received | pairs missing | p50 (ms) | p99 (ms) | max (ms) | publish round trip p50 (ms) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in peer.iter().filter_map(|(_, r)| r.as_ref().ok()) {
+        print_latency_row(r);
     }
 }
 
@@ -457,7 +662,7 @@ async fn throughput(
     let run = format!("tp-{analyses}-{publishers}-{batch}");
     let ids: Vec<String> = (0..analyses).map(|a| format!("{run}-{a}")).collect();
     for id in &ids {
-        bench.start_analysis(id).await?;
+        bench.start_analysis(&bench.stagecast, id).await?;
     }
     let deadline = Instant::now() + THROUGHPUT_RUN;
     let begun = Instant::now();
@@ -475,7 +680,7 @@ async fn throughput(
                     .collect();
                 k += 1;
                 let sent = Instant::now();
-                match bench.publish(&id, &token, &beats).await {
+                match bench.publish(&bench.stagecast, &id, &token, &beats).await {
                     Ok(body) => {
                         events += body["accepted"].as_u64().unwrap_or(0);
                         batches += 1;
@@ -638,15 +843,16 @@ async fn memory(bench: &Bench) -> anyhow::Result<Memory> {
     let port = bench.edge.config.port;
     // Warm up: one analysis with a publish and a socket, so the isolate and the object
     // code are loaded before the baseline.
-    bench.start_analysis("mem-warm").await?;
-    drop(bench.open_sockets("mem-warm", 1).await?);
+    let edge = &bench.stagecast;
+    bench.start_analysis(edge, "mem-warm").await?;
+    drop(bench.open_sockets(edge, "mem-warm", 1).await?);
     tokio::time::sleep(SETTLE).await;
     let (baseline, workerd_processes) = workerd_rss(pgid, port);
     if workerd_processes == 0 {
         bail!("no workerd process in process group {pgid}");
     }
     eprintln!("memory: {IDLE_SOCKETS} idle sockets to one analysis");
-    let one = bench.open_sockets("mem-one", IDLE_SOCKETS).await?;
+    let one = bench.open_sockets(edge, "mem-one", IDLE_SOCKETS).await?;
     let pending_hello_bytes = one[0].1;
     tokio::time::sleep(SETTLE).await;
     let (one_analysis, _) = workerd_rss(pgid, port);
@@ -655,7 +861,7 @@ async fn memory(bench: &Bench) -> anyhow::Result<Memory> {
     for a in 0..10 {
         ten.extend(
             bench
-                .open_sockets(&format!("mem-ten-{a}"), IDLE_SOCKETS / 10)
+                .open_sockets(edge, &format!("mem-ten-{a}"), IDLE_SOCKETS / 10)
                 .await?,
         );
     }
