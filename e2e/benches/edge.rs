@@ -1,8 +1,9 @@
 //! Edge benchmarks against the real edge (wrangler dev -> workerd on loopback), printed as
 //! markdown: publish-to-delivery latency with 1, 100 and 1000 subscribers, publish
 //! throughput, frame sizes, and workerd memory per 1000 idle sockets. The latency runs are
-//! repeated against a peer relay (FastAPI + Redis pub/sub, `bench/peers/fastapi_redis`,
-//! started here) and printed side by side.
+//! repeated against peer relays (FastAPI + Redis pub/sub, `bench/peers/fastapi_redis`, and
+//! a PartyServer Durable Object on the same workerd, `bench/peers/partyserver`, each
+//! started here) and printed side by side, with the PartyServer peer's workerd memory.
 //!
 //! `cargo bench -p stagecast-e2e --bench edge` (the edge must be built: `make edge-build`).
 //! Not a test: it checks nothing beyond sanity and prints what it measured, including what
@@ -22,7 +23,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 const COMMAND: &str = "cargo bench -p stagecast-e2e --bench edge";
 /// The whole run, edge start included.
-const RUN_LIMIT: Duration = Duration::from_secs(420);
+const RUN_LIMIT: Duration = Duration::from_secs(600);
 /// The peer's start, its first install included.
 const PEER_START_TIMEOUT: Duration = Duration::from_secs(180);
 /// One WebSocket handshake plus its hello.
@@ -74,32 +75,67 @@ impl Target {
     }
 }
 
-/// The FastAPI + Redis peer (`bench/peers/fastapi_redis/run.sh`) in its own process group
-/// (bash, redis-server, uvicorn), killed as a group when dropped.
+/// A peer relay: its `run.sh`, started with the port to serve on followed by `extra_ports`
+/// more free ports (for what it runs beside itself).
+struct PeerSpec {
+    name: &'static str,
+    /// Relative to the repository root.
+    script: &'static str,
+    extra_ports: usize,
+    /// Whether it runs in workerd, so `workerd_rss` can read its memory.
+    workerd: bool,
+    /// What it is, for the report.
+    about: &'static str,
+}
+
+const PEERS: [PeerSpec; 2] = [
+    PeerSpec {
+        name: "FastAPI+Redis",
+        script: "bench/peers/fastapi_redis/run.sh",
+        extra_ports: 1,
+        workerd: false,
+        about: "`bench/peers/fastapi_redis`: FastAPI on uvicorn (1 worker, uvloop, httptools, websockets) with one Redis pub/sub connection per WebSocket and a local redis-server (no persistence)",
+    },
+    PeerSpec {
+        name: "PartyServer",
+        script: "bench/peers/partyserver/run.sh",
+        extra_ports: 0,
+        workerd: true,
+        about: "`bench/peers/partyserver`: a PartyServer (npm `partyserver`) `Server` Durable Object per analysis, hibernating, with its history in the object's SQLite, routed by `routePartykitRequest` (prefix `v1`), in the same wrangler and workerd as the edge (`wrangler dev`, its own persist dir)",
+    },
+];
+
+/// A peer (`spec.script`) in its own process group (bash and whatever it starts), killed as
+/// a group when dropped.
 struct Peer {
     child: Child,
     target: Target,
+    port: u16,
     log: tempfile::NamedTempFile,
 }
 
 impl Peer {
-    async fn start(http: &reqwest::Client) -> anyhow::Result<Peer> {
-        let (port, redis_port) = (free_port(), free_port());
+    async fn start(http: &reqwest::Client, spec: &PeerSpec) -> anyhow::Result<Peer> {
+        let port = free_port();
+        let args: Vec<String> = std::iter::once(port)
+            .chain((0..spec.extra_ports).map(|_| free_port()))
+            .map(|p| p.to_string())
+            .collect();
         let log = tempfile::NamedTempFile::new()?;
         let child = Command::new("bash")
-            .arg(repo_root().join("bench/peers/fastapi_redis/run.sh"))
-            .arg(port.to_string())
-            .arg(redis_port.to_string())
+            .arg(repo_root().join(spec.script))
+            .args(&args)
             .current_dir(repo_root())
             .stdin(Stdio::null())
             .stdout(log.reopen()?)
             .stderr(log.reopen()?)
             .process_group(0)
             .spawn()
-            .context("starting bench/peers/fastapi_redis/run.sh")?;
+            .with_context(|| format!("starting {}", spec.script))?;
         let mut peer = Peer {
             child,
-            target: Target::at("FastAPI+Redis", port),
+            target: Target::at(spec.name, port),
+            port,
             log,
         };
         let deadline = Instant::now() + PEER_START_TIMEOUT;
@@ -126,6 +162,10 @@ impl Peer {
         }
     }
 
+    fn process_group(&self) -> i32 {
+        self.child.id() as i32
+    }
+
     fn log_text(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
@@ -140,7 +180,7 @@ impl Drop for Peer {
         while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
             std::thread::sleep(Duration::from_millis(50));
         }
-        // SAFETY: as above; whatever ignored SIGTERM (redis, uvicorn) goes now.
+        // SAFETY: as above; whatever ignored SIGTERM (redis, uvicorn, workerd) goes now.
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
         let _ = self.child.wait();
     }
@@ -203,14 +243,21 @@ async fn run() -> anyhow::Result<()> {
     };
 
     // Memory first, on an edge that has served one analysis and nothing else yet.
-    let memory = memory(&bench).await?;
+    let pgid = bench
+        .edge
+        .process_group()
+        .context("the edge has no process")?;
+    let memory = memory(&bench, &bench.stagecast, pgid, bench.edge.config.port).await?;
     let floor = request_floor(&bench).await;
     let mut latencies = Vec::new();
     for subscribers in [1, 100, 1000] {
         eprintln!("latency with {subscribers} subscribers");
         latencies.push(latency(&bench, &bench.stagecast, subscribers).await?);
     }
-    let peer_latencies = peer_latencies(&bench).await;
+    let mut peers = Vec::new();
+    for spec in &PEERS {
+        peers.push(peer_runs(&bench, spec).await);
+    }
     let mut throughputs = Vec::new();
     for (label, analyses, publishers, batch) in [
         ("sequential", 1, 1, 1),
@@ -225,10 +272,23 @@ async fn run() -> anyhow::Result<()> {
 
     print_floor(&floor);
     print_latency(&latencies);
-    print_side_by_side(&latencies, &peer_latencies);
+    print_side_by_side(&latencies, &peers);
     print_throughput(&throughputs);
     print_frames(&latencies, &memory);
-    print_memory(&memory);
+    print_memory("workerd memory per 1000 idle sockets", &memory);
+    for peer in &peers {
+        let title = format!("{}: workerd memory per 1000 idle sockets", peer.spec.name);
+        match &peer.memory {
+            Some(Ok(m)) => print_memory(&title, m),
+            Some(Err(e)) => {
+                println!();
+                println!("## {title}");
+                println!();
+                println!("Not measured: {e:#}");
+            }
+            None => {}
+        }
+    }
     println!();
     println!(
         "Total run: {:.0} s (edge start included).",
@@ -549,47 +609,87 @@ fn print_latency_row(r: &Latency) {
 
 // ---------------------------------------------------------------- the peer, side by side
 
-/// The latency runs against the FastAPI + Redis peer, started here and stopped after.
-/// A run that fails is reported (in the table, as its error) rather than ending the bench.
-async fn peer_latencies(bench: &Bench) -> Vec<(usize, anyhow::Result<Latency>)> {
+/// One peer's latency rows (by subscriber count) and, for a workerd peer, its memory.
+struct PeerRuns {
+    spec: &'static PeerSpec,
+    rows: Vec<(usize, anyhow::Result<Latency>)>,
+    memory: Option<anyhow::Result<Memory>>,
+}
+
+/// The latency runs (and, in workerd, the memory run) against one peer, started here and
+/// stopped after. A run that fails is reported (in the table, as its error) rather than
+/// ending the bench.
+async fn peer_runs(bench: &Bench, spec: &'static PeerSpec) -> PeerRuns {
     let starting = Instant::now();
-    let peer = match Peer::start(&bench.http).await {
+    let peer = match Peer::start(&bench.http, spec).await {
         Ok(peer) => peer,
         Err(e) => {
-            eprintln!("peer: {e:#}");
-            return [1, 100, 1000]
-                .into_iter()
-                .map(|n| (n, Err(anyhow::anyhow!("the peer did not start: {e:#}"))))
-                .collect();
+            eprintln!("peer {}: {e:#}", spec.name);
+            return PeerRuns {
+                spec,
+                rows: [1, 100, 1000]
+                    .into_iter()
+                    .map(|n| (n, Err(anyhow::anyhow!("the peer did not start: {e:#}"))))
+                    .collect(),
+                memory: spec
+                    .workerd
+                    .then(|| Err(anyhow::anyhow!("the peer did not start"))),
+            };
         }
     };
-    eprintln!("peer up in {:.1?}", starting.elapsed());
+    eprintln!("peer {} up in {:.1?}", spec.name, starting.elapsed());
+    // As for the edge: memory first, on a peer that has served nothing else yet.
+    let memory = if spec.workerd {
+        eprintln!("peer {} memory", spec.name);
+        let m = memory(bench, &peer.target, peer.process_group(), peer.port).await;
+        if let Err(e) = &m {
+            eprintln!("  peer {}, memory: {e:#}", spec.name);
+        }
+        Some(m)
+    } else {
+        None
+    };
     let mut rows = Vec::new();
     for subscribers in [1, 100, 1000] {
-        eprintln!("peer latency with {subscribers} subscribers");
+        eprintln!("peer {} latency with {subscribers} subscribers", spec.name);
         let row = latency(bench, &peer.target, subscribers).await;
         if let Err(e) = &row {
-            eprintln!("  peer, {subscribers} subscribers: {e:#}");
+            eprintln!("  peer {}, {subscribers} subscribers: {e:#}", spec.name);
         }
         rows.push((subscribers, row));
     }
     drop(peer);
-    rows
+    PeerRuns { spec, rows, memory }
 }
 
-fn print_side_by_side(stagecast: &[Latency], peer: &[(usize, anyhow::Result<Latency>)]) {
+fn print_side_by_side(stagecast: &[Latency], peers: &[PeerRuns]) {
     println!();
-    println!("## Side by side: Stagecast and a FastAPI + Redis relay");
+    println!("## Side by side: Stagecast and peer relays");
     println!();
     println!(
-        "The same latency runs (same client code, same pacing, same {} s bound on each run's last arrivals) against `bench/peers/fastapi_redis`: FastAPI on uvicorn (1 worker, uvloop, httptools, websockets) with one Redis pub/sub connection per WebSocket and a local redis-server (no persistence), started by this bench on the same cores after the Stagecast runs. The peer verifies no token and checks no event; see its README.",
+        "The same latency runs (same client code, same pacing, same {} s bound on each run's last arrivals) against each peer, started by this bench on the same cores after the Stagecast runs, one at a time. The peers verify no token and check no event beyond its id; see their READMEs.",
         DRAIN_TIMEOUT.as_secs()
     );
     println!();
-    println!(
-        "| subscribers | Stagecast p50 / p99 / max (ms) | FastAPI+Redis p50 / p99 / max (ms) | p99 ratio (peer / Stagecast) | pairs missing: Stagecast | pairs missing: FastAPI+Redis |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|");
+    for peer in peers {
+        println!("- {}: {}.", peer.spec.name, peer.spec.about);
+    }
+    println!();
+    let mut header = String::from("| subscribers | Stagecast p50 / p99 / max (ms) |");
+    let mut rule = String::from("|---:|---:|");
+    for peer in peers {
+        let name = peer.spec.name;
+        header += &format!(" {name} p50 / p99 / max (ms) | p99 ratio ({name} / Stagecast) |");
+        rule += "---:|---:|";
+    }
+    header += " pairs missing: Stagecast |";
+    rule += "---:|";
+    for peer in peers {
+        header += &format!(" pairs missing: {} |", peer.spec.name);
+        rule += "---:|";
+    }
+    println!("{header}");
+    println!("{rule}");
     let cell = |r: &Latency| {
         format!(
             "{} / {} / {}",
@@ -598,42 +698,61 @@ fn print_side_by_side(stagecast: &[Latency], peer: &[(usize, anyhow::Result<Late
             ms(r.samples.last().copied().unwrap_or(0))
         )
     };
-    for (subscribers, row) in peer {
-        let ours = stagecast.iter().find(|r| r.subscribers == *subscribers);
-        let ours_cell = ours.map_or("-".into(), cell);
-        let ours_missing = ours.map_or("-".into(), |r| r.missing.to_string());
-        match row {
-            Ok(theirs) => {
-                let ratio = match ours {
-                    Some(o) if !o.samples.is_empty() && !theirs.samples.is_empty() => format!(
-                        "{:.1}x",
-                        quantile(&theirs.samples, 0.99) as f64
-                            / quantile(&o.samples, 0.99).max(1) as f64
-                    ),
-                    _ => "-".into(),
-                };
-                println!(
-                    "| {subscribers} | {ours_cell} | {} | {ratio} | {ours_missing} | {} of {} |",
-                    cell(theirs),
-                    theirs.missing,
-                    theirs.subscribers * theirs.published,
-                );
+    for subscribers in [1, 100, 1000] {
+        let ours = stagecast.iter().find(|r| r.subscribers == subscribers);
+        let mut line = format!("| {subscribers} | {} |", ours.map_or("-".into(), cell));
+        let mut missing = format!(" {} |", ours.map_or("-".into(), |r| r.missing.to_string()));
+        for peer in peers {
+            match peer
+                .rows
+                .iter()
+                .find(|(n, _)| *n == subscribers)
+                .map(|(_, r)| r)
+            {
+                Some(Ok(theirs)) => {
+                    let ratio = match ours {
+                        Some(o) if !o.samples.is_empty() && !theirs.samples.is_empty() => {
+                            format!(
+                                "{:.1}x",
+                                quantile(&theirs.samples, 0.99) as f64
+                                    / quantile(&o.samples, 0.99).max(1) as f64
+                            )
+                        }
+                        _ => "-".into(),
+                    };
+                    line += &format!(" {} | {ratio} |", cell(theirs));
+                    missing += &format!(
+                        " {} of {} |",
+                        theirs.missing,
+                        theirs.subscribers * theirs.published
+                    );
+                }
+                Some(Err(e)) => {
+                    line += &format!(" failed: {} | - |", format!("{e:#}").replace('|', "/"));
+                    missing += " - |";
+                }
+                None => {
+                    line += " - | - |";
+                    missing += " - |";
+                }
             }
-            Err(e) => println!(
-                "| {subscribers} | {ours_cell} | failed: {} | - | {ours_missing} | - |",
-                format!("{e:#}").replace('|', "/")
-            ),
         }
+        println!("{line}{missing}");
     }
-    println!();
-    println!("The peer's own runs, in the layout of the table above:");
-    println!();
-    println!(
-        "| subscribers | connect all (s) | events published | pairs received | pairs missing | p50 (ms) | p99 (ms) | max (ms) | publish round trip p50 (ms) |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for r in peer.iter().filter_map(|(_, r)| r.as_ref().ok()) {
-        print_latency_row(r);
+    for peer in peers {
+        println!();
+        println!(
+            "{}'s own runs, in the layout of the latency table above:",
+            peer.spec.name
+        );
+        println!();
+        println!(
+            "| subscribers | connect all (s) | events published | pairs received | pairs missing | p50 (ms) | p99 (ms) | max (ms) | publish round trip p50 (ms) |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for r in peer.rows.iter().filter_map(|(_, r)| r.as_ref().ok()) {
+            print_latency_row(r);
+        }
     }
 }
 
@@ -835,15 +954,11 @@ fn workerd_rss(pgid: i32, port: u16) -> (Rss, usize) {
     (rss, count)
 }
 
-async fn memory(bench: &Bench) -> anyhow::Result<Memory> {
-    let pgid = bench
-        .edge
-        .process_group()
-        .context("the edge has no process")?;
-    let port = bench.edge.config.port;
+/// Memory of the workerd processes in process group `pgid` (wrangler's, serving `edge` on
+/// `port`) as idle sockets are opened and closed.
+async fn memory(bench: &Bench, edge: &Target, pgid: i32, port: u16) -> anyhow::Result<Memory> {
     // Warm up: one analysis with a publish and a socket, so the isolate and the object
     // code are loaded before the baseline.
-    let edge = &bench.stagecast;
     bench.start_analysis(edge, "mem-warm").await?;
     drop(bench.open_sockets(edge, "mem-warm", 1).await?);
     tokio::time::sleep(SETTLE).await;
@@ -893,9 +1008,9 @@ fn per_1000(before: u64, after: u64) -> String {
     format!("{:.1}", delta / 1024.0 * 1000.0 / IDLE_SOCKETS as f64)
 }
 
-fn print_memory(m: &Memory) {
+fn print_memory(title: &str, m: &Memory) {
     println!();
-    println!("## workerd memory per 1000 idle sockets");
+    println!("## {title}");
     println!();
     println!(
         "VmRSS of the {} workerd processes in wrangler's process group, read {} s after the last socket opened (each socket has read its hello and then stays idle). `wrangler dev` runs two: a dev proxy that owns the port and relays every socket (not there in production), and the runtime that runs the Worker and the objects; both are shown. The first {IDLE_SOCKETS} sockets go to one analysis, the next {IDLE_SOCKETS} are spread over 10 other analyses (100 each, so 10 more objects), on top of the first.",
