@@ -21,6 +21,9 @@ cargo bench -q -p stagecast-compute --bench node | tee bench/out/node.md
 log "edge: delivery latency, throughput, frame sizes, memory per socket (about 2 minutes)"
 cargo bench -q -p stagecast-e2e --bench edge | tee bench/out/edge.md
 
+log "soak: 10 minutes of analyses through subscriber drops, edge restarts and link cuts (about 12 minutes)"
+cargo bench -q -p stagecast-compute --bench soak | tee bench/out/soak.md
+
 log "fuzz: 20000 random requests against the edge, no 5xx allowed (about 5 minutes)"
 STAGECAST_FUZZ_CASES=20000 cargo test -q -p stagecast-e2e --test edge_fuzz
 log "reports in bench/out/"

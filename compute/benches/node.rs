@@ -58,7 +58,7 @@ fn main() {
         .expect("metrics recorder");
     let work = tempfile::tempdir().expect("temp dir");
     let video = work.path().join("bench.mp4");
-    make_video(&video);
+    stagecast_e2e::media::text_video(&video, WIDTH, HEIGHT, SECONDS).expect("the input video");
 
     let options = RuntimeOptions {
         intra_threads: threads,
@@ -76,9 +76,8 @@ fn main() {
     println!("## Node benchmarks\n");
     println!("Command: `cargo bench -p stagecast-compute --bench node` (run by `make bench`)  ");
     println!(
-        "Machine: {} cores, {}; ONNX Runtime 1.32.0 CPU, {threads} intra-op threads; no GPU was measured  ",
-        threads,
-        cpu_model()
+        "Machine: {}; ONNX Runtime 1.32.0 CPU, {threads} intra-op threads; no GPU was measured  ",
+        stagecast_e2e::machine::describe()
     );
     println!(
         "Input: {SECONDS} s of {WIDTH}x{HEIGHT} H.264 with text, sampled at {FPS} fps, model input {}x{}, batch {BATCH}; medians of {RUNS} runs\n",
@@ -213,23 +212,6 @@ fn main() {
          reporter's own share."
     );
     drop(edge);
-}
-
-/// A video with text in it, like the demo's.
-fn make_video(path: &Path) {
-    let font = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
-    let filters = format!(
-        "drawtext=fontfile={font}:text='Stagecast benchmark':fontsize=40:fontcolor=black:x=40:y=80,\
-         drawtext=fontfile={font}:text='frame %{{n}}':fontsize=32:fontcolor=black:x=40:y=220"
-    );
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("color=c=white:s={WIDTH}x{HEIGHT}:d={SECONDS}:r=25"))
-        .args(["-vf", &filters, "-c:v", "libx264", "-pix_fmt", "yuv420p"])
-        .arg(path)
-        .status()
-        .expect("ffmpeg");
-    assert!(status.success(), "ffmpeg could not make the input");
 }
 
 /// The sampled frames at the model's input size, decoded once by ffmpeg.
@@ -437,15 +419,4 @@ fn list(values: &[f64]) -> String {
         .map(|v| format!("{v:.2}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
 }

@@ -17,7 +17,8 @@ use anyhow::{Context, bail};
 use futures_util::{StreamExt, stream};
 use serde_json::{Value, json};
 use stagecast_e2e::client::{DEV_SECRET, Ws};
-use stagecast_e2e::edge::{free_port, repo_root};
+use stagecast_e2e::edge::{free_port, raise_open_files_limit, repo_root};
+use stagecast_e2e::machine::{self, kib_field};
 use stagecast_e2e::{Edge, Tokens};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -200,24 +201,6 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-/// Soft open-files limit up to the hard one: 1000+ sockets here, and workerd (which
-/// inherits it through wrangler) holds the other ends.
-fn raise_open_files_limit() -> u64 {
-    // SAFETY: getrlimit/setrlimit on a local struct; no other memory is touched.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        }
-        limit.rlim_cur
-    }
-}
-
 async fn run() -> anyhow::Result<()> {
     print_header();
     let started = Instant::now();
@@ -298,24 +281,6 @@ async fn run() -> anyhow::Result<()> {
 }
 
 fn print_header() {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_total = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .map(|l| kib_field(l) / 1024)
-        })
-        .unwrap_or(0);
     let version = |pkg: &str| {
         std::fs::read_to_string(repo_root().join(format!("node_modules/{pkg}/package.json")))
             .ok()
@@ -326,7 +291,7 @@ fn print_header() {
     println!("# Edge benchmarks");
     println!();
     println!("- command: `{COMMAND}`");
-    println!("- machine: {cores} cores (nproc), {cpu}, {mem_total} MiB RAM");
+    println!("- machine: {}", machine::describe());
     println!(
         "- edge: the release Worker of `edge/build` in wrangler {} (`wrangler dev`) -> workerd {}, on 127.0.0.1; vars STAGECAST_MAX_SOCKETS=100000, STAGECAST_PUBLISH_RATE=1000000 (so the limiter never refuses), STAGECAST_STALL_TIMEOUT_MS=3600000",
         version("wrangler"),
@@ -339,13 +304,6 @@ fn print_header() {
         "- open-files limit: {} (raised to the hard limit; workerd inherits it)",
         raise_open_files_limit()
     );
-}
-
-fn kib_field(line: &str) -> u64 {
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 // ---------------------------------------------------------------- helpers

@@ -50,6 +50,24 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Raises the soft open-files limit to the hard one and returns it: runs with 1000+
+/// sockets need it here, and an edge started after it inherits it for the other ends.
+pub fn raise_open_files_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit on a local struct; no other memory is touched.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        }
+        limit.rlim_cur
+    }
+}
+
 /// Settings of one edge; `vars` become wrangler `--var`s.
 #[derive(Clone, Debug)]
 pub struct EdgeConfig {
@@ -218,10 +236,6 @@ impl Drop for Edge {
 /// One edge shared by the tests of a binary, started on first use with the dev secret.
 pub async fn shared_edge() -> &'static Edge {
     static EDGE: tokio::sync::OnceCell<Edge> = tokio::sync::OnceCell::const_new();
-    EDGE.get_or_init(|| async {
-        Edge::dev()
-            .await
-            .expect("edge starts")
-    })
-    .await
+    EDGE.get_or_init(|| async { Edge::dev().await.expect("edge starts") })
+        .await
 }

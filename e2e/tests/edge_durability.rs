@@ -17,9 +17,7 @@ fn ws_url(edge: &Edge, id: &str, since: u64) -> String {
 
 #[tokio::test]
 async fn sigkill_and_restart_mid_analysis_loses_nothing() {
-    let mut edge = Edge::dev()
-        .await
-        .unwrap();
+    let mut edge = Edge::dev().await.unwrap();
     let id = "restart";
     let events = sample_events(10);
     let mut sub = Subscriber::connect(&ws_url(&edge, id, 0)).await.unwrap();
