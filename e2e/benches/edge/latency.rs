@@ -1,0 +1,157 @@
+//! Publish-to-delivery latency: subscribers connected, paced single-event publishes stamped
+//! with their send instant, latency per (subscriber, event) pair.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::json;
+use stagecast_e2e::Tokens;
+use stagecast_e2e::client::Ws;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{Bench, Target, ms, quantile};
+
+/// Latency runs: single-event batches, one every `LATENCY_PACE`.
+pub const LATENCY_EVENTS: usize = 200;
+pub const LATENCY_PACE: Duration = Duration::from_millis(20);
+/// How long subscribers may still wait for the last events after the last publish.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Latency {
+    pub subscribers: usize,
+    pub connect: Duration,
+    pub published: usize,
+    /// Microseconds from just before the publish request to the frame's arrival at one
+    /// subscriber, over every (subscriber, event) pair received.
+    pub samples: Vec<u64>,
+    pub missing: usize,
+    pub event_frame_bytes: f64,
+    pub hello_bytes: usize,
+    publish_rtt_p50_us: u64,
+}
+
+/// Reads event frames until `expected` arrived or `deadline`; each progress event's
+/// `message` holds the send instant (µs since `origin`).
+pub async fn receive(
+    mut ws: Ws,
+    origin: Instant,
+    expected: usize,
+    deadline: tokio::time::Instant,
+) -> (Vec<u64>, u64) {
+    const STAMP: &str = r#""message":""#;
+    let mut samples = Vec::with_capacity(expected);
+    let mut bytes = 0u64;
+    while samples.len() < expected {
+        let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, ws.next()).await else {
+            break;
+        };
+        let Message::Text(text) = msg else { continue };
+        let arrived = origin.elapsed().as_micros() as u64;
+        if !text.starts_with(r#"{"type":"event""#) {
+            continue;
+        }
+        let Some(at) = text.find(STAMP) else { continue };
+        let rest = &text[at + STAMP.len()..];
+        let Some(sent) = rest.split('"').next().and_then(|s| s.parse::<u64>().ok()) else {
+            continue;
+        };
+        bytes += text.len() as u64;
+        samples.push(arrived.saturating_sub(sent));
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+    (samples, bytes)
+}
+
+pub async fn latency(
+    bench: &Bench,
+    target: &Target,
+    subscribers: usize,
+) -> anyhow::Result<Latency> {
+    let id = format!("lat-{subscribers}");
+    bench.start_analysis(target, &id).await?;
+    let connecting = Instant::now();
+    let sockets = bench.open_sockets(target, &id, subscribers).await?;
+    let connect = connecting.elapsed();
+    let hello_bytes = sockets[0].1;
+
+    // Long enough for every publish and the drain after it.
+    let deadline = tokio::time::Instant::now()
+        + LATENCY_PACE * LATENCY_EVENTS as u32
+        + Duration::from_secs(20)
+        + DRAIN_TIMEOUT;
+    let receivers: Vec<_> = sockets
+        .into_iter()
+        .map(|(ws, _)| tokio::spawn(receive(ws, bench.origin, LATENCY_EVENTS, deadline)))
+        .collect();
+
+    let token = Tokens::node(&id);
+    let mut ticker = tokio::time::interval(LATENCY_PACE);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rtts = Vec::with_capacity(LATENCY_EVENTS);
+    let mut published = 0;
+    for i in 1..=LATENCY_EVENTS {
+        ticker.tick().await;
+        let sent = bench.now_us();
+        let event = json!({"id": format!("p-{i}"), "type": "progress", "stage": "run",
+            "stage_progress": i as f64 / LATENCY_EVENTS as f64, "message": sent.to_string()});
+        match bench.publish(target, &id, &token, &[event]).await {
+            Ok(_) => published += 1,
+            Err(e) => eprintln!("  {}: publish {i}: {e:#}", target.name),
+        }
+        rtts.push(bench.now_us() - sent);
+    }
+
+    let mut samples = Vec::with_capacity(subscribers * published);
+    let mut bytes = 0u64;
+    for receiver in receivers {
+        let (s, b) = receiver.await?;
+        samples.extend(s);
+        bytes += b;
+    }
+    samples.sort_unstable();
+    rtts.sort_unstable();
+    let received = samples.len();
+    Ok(Latency {
+        subscribers,
+        connect,
+        published,
+        missing: subscribers * published - received.min(subscribers * published),
+        event_frame_bytes: bytes as f64 / received.max(1) as f64,
+        samples,
+        hello_bytes,
+        publish_rtt_p50_us: quantile(&rtts, 0.5),
+    })
+}
+
+pub fn print_latency(rows: &[Latency]) {
+    println!();
+    println!("## Publish-to-delivery latency");
+    println!();
+    println!(
+        "One analysis; subscribers connected (no replay) before the first publish; {LATENCY_EVENTS} single-event `progress` batches published one every {} ms by one sequential publisher, each stamped (in `message`) with the instant just before its HTTP request; latency is from that instant to the frame's arrival at a subscriber, over every (subscriber, event) pair.",
+        LATENCY_PACE.as_millis()
+    );
+    println!();
+    println!(
+        "| subscribers | connect all (s) | events published | pairs received | pairs missing | p50 (ms) | p99 (ms) | max (ms) | publish round trip p50 (ms) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        print_latency_row(r);
+    }
+}
+
+pub fn print_latency_row(r: &Latency) {
+    println!(
+        "| {} | {:.2} | {} | {} | {} | {} | {} | {} | {} |",
+        r.subscribers,
+        r.connect.as_secs_f64(),
+        r.published,
+        r.samples.len(),
+        r.missing,
+        ms(quantile(&r.samples, 0.5)),
+        ms(quantile(&r.samples, 0.99)),
+        ms(r.samples.last().copied().unwrap_or(0)),
+        ms(r.publish_rtt_p50_us),
+    );
+}
