@@ -1,5 +1,6 @@
 //! Clients of the edge: token minting, publishing and WebSocket subscribers.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -139,5 +140,42 @@ impl Subscriber {
             }
         }
         Ok(events)
+    }
+}
+
+/// Events of `truth` (what the edge stored, as `(seq, id)`) that `seen` misses, and frames
+/// of `seen` that repeat an event already seen: what exactly-once delivery must keep at 0.
+pub fn lost_and_repeated(seen: &[(u64, String)], truth: &[(u64, String)]) -> (u64, u64) {
+    let mut counts: BTreeMap<&(u64, String), u64> = BTreeMap::new();
+    for event in seen {
+        *counts.entry(event).or_default() += 1;
+    }
+    let lost = truth.iter().filter(|e| !counts.contains_key(e)).count() as u64;
+    let repeated = counts.values().map(|n| n - 1).sum();
+    (lost, repeated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lost_and_repeated;
+
+    fn events(seqs: &[u64]) -> Vec<(u64, String)> {
+        seqs.iter().map(|s| (*s, format!("e-{s}"))).collect()
+    }
+
+    #[test]
+    fn lost_and_repeated_counts_what_is_missing_and_what_came_twice() {
+        let truth = events(&[1, 2, 3, 4]);
+        assert_eq!(lost_and_repeated(&events(&[1, 2, 3, 4]), &truth), (0, 0));
+        assert_eq!(lost_and_repeated(&events(&[1, 3, 4]), &truth), (1, 0));
+        assert_eq!(
+            lost_and_repeated(&events(&[1, 2, 2, 3, 3, 3, 4]), &truth),
+            (0, 3)
+        );
+        assert_eq!(lost_and_repeated(&events(&[2, 2]), &truth), (3, 1));
+        // the same seq with another id is not the event the edge stored
+        let mut other = events(&[1, 2, 3, 4]);
+        other[3].1 = "x".into();
+        assert_eq!(lost_and_repeated(&other, &truth), (1, 0));
     }
 }

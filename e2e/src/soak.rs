@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crate::client::Tokens;
+use crate::client::{Tokens, lost_and_repeated};
 use crate::edge::raise_open_files_limit;
 use crate::link::Link;
 use crate::{Edge, Node, media};
@@ -650,7 +650,7 @@ async fn check(
             report.deliveries += followed.events.len() as u64;
             report.connections += followed.connections;
             report.forced_drops += followed.forced_drops;
-            let (lost, repeated) = compare(&followed.events, &truth);
+            let (lost, repeated) = lost_and_repeated(&followed.events, &truth);
             report.lost += lost;
             report.repeated += repeated;
             if lost + repeated > 0 || followed.events != truth {
@@ -702,38 +702,4 @@ async fn check(
     }
     report.elapsed = began.elapsed();
     report
-}
-
-/// Events of `truth` (the edge's log) that `seen` misses, and frames of `seen` that repeat
-/// an event already seen.
-fn compare(seen: &[(u64, String)], truth: &[(u64, String)]) -> (u64, u64) {
-    let mut counts: BTreeMap<&(u64, String), u64> = BTreeMap::new();
-    for event in seen {
-        *counts.entry(event).or_default() += 1;
-    }
-    let lost = truth.iter().filter(|e| !counts.contains_key(e)).count() as u64;
-    let repeated = counts.values().map(|n| n - 1).sum();
-    (lost, repeated)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::compare;
-
-    fn events(seqs: &[u64]) -> Vec<(u64, String)> {
-        seqs.iter().map(|s| (*s, format!("e-{s}"))).collect()
-    }
-
-    #[test]
-    fn compare_counts_what_is_missing_and_what_came_twice() {
-        let truth = events(&[1, 2, 3, 4]);
-        assert_eq!(compare(&events(&[1, 2, 3, 4]), &truth), (0, 0));
-        assert_eq!(compare(&events(&[1, 3, 4]), &truth), (1, 0));
-        assert_eq!(compare(&events(&[1, 2, 2, 3, 3, 3, 4]), &truth), (0, 3));
-        assert_eq!(compare(&events(&[2, 2]), &truth), (3, 1));
-        // the same seq with another id is not the event the edge stored
-        let mut other = events(&[1, 2, 3, 4]);
-        other[3].1 = "x".into();
-        assert_eq!(compare(&other, &truth), (1, 0));
-    }
 }

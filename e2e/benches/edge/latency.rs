@@ -123,9 +123,9 @@ pub async fn latency(
     })
 }
 
-pub fn print_latency(rows: &[Latency]) {
+pub fn print_latency(name: &str, rows: &[(usize, anyhow::Result<Latency>)]) {
     println!();
-    println!("## Publish-to-delivery latency");
+    println!("## Publish-to-delivery latency: {name}");
     println!();
     println!(
         "One analysis; subscribers connected (no replay) before the first publish; {LATENCY_EVENTS} single-event `progress` batches published one every {} ms by one sequential publisher, each stamped (in `message`) with the instant just before its HTTP request; latency is from that instant to the frame's arrival at a subscriber, over every (subscriber, event) pair.",
@@ -136,12 +136,18 @@ pub fn print_latency(rows: &[Latency]) {
         "| subscribers | connect all (s) | events published | pairs received | pairs missing | p50 (ms) | p99 (ms) | max (ms) | publish round trip p50 (ms) |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for r in rows {
-        print_latency_row(r);
+    for (subscribers, r) in rows {
+        match r {
+            Ok(r) => print_latency_row(r),
+            Err(e) => println!(
+                "| {subscribers} | failed: {} | | | | | | | |",
+                format!("{e:#}").replace('|', "/")
+            ),
+        }
     }
 }
 
-pub fn print_latency_row(r: &Latency) {
+fn print_latency_row(r: &Latency) {
     println!(
         "| {} | {:.2} | {} | {} | {} | {} | {} | {} | {} |",
         r.subscribers,

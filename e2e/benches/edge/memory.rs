@@ -12,9 +12,10 @@ pub const IDLE_SOCKETS: usize = 1000;
 /// Time for workerd to settle before its memory is read.
 pub const SETTLE: Duration = Duration::from_secs(3);
 
-/// `wrangler dev` runs two workerd processes: a dev proxy that owns the edge's port and
-/// forwards every request and socket, and the runtime that runs the Worker and its
-/// objects. Production has only the latter.
+/// A relay's resident memory. Under `wrangler dev` there are two workerd processes: a dev
+/// proxy that owns the port and forwards every request and socket, and the runtime that runs
+/// the Worker and its objects; production has only the latter. Any other relay is all
+/// "runtime".
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Rss {
     pub proxy_kib: u64,
@@ -28,7 +29,8 @@ impl Rss {
 }
 
 pub struct Memory {
-    pub workerd_processes: usize,
+    /// The processes counted, e.g. "2 workerd".
+    pub processes: String,
     pub baseline: Rss,
     pub one_analysis: Rss,
     pub ten_analyses: Rss,
@@ -36,9 +38,10 @@ pub struct Memory {
     pub pending_hello_bytes: usize,
 }
 
-/// Resident memory of the workerd processes in the edge's process group, split into the
-/// dev proxy (the one listening on `port`) and the runtime, and how many there are.
-pub fn workerd_rss(pgid: i32, port: u16) -> (Rss, usize) {
+/// Resident memory of the processes in process group `pgid` whose name holds one of
+/// `names`, with a workerd dev proxy listening on `port` (in front of another workerd)
+/// counted apart, and how many processes there are.
+fn group_rss(pgid: i32, port: u16, names: &[&str]) -> (Rss, usize) {
     let mut rss = Rss::default();
     let mut count = 0;
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -65,7 +68,7 @@ pub fn workerd_rss(pgid: i32, port: u16) -> (Rss, usize) {
             .split_whitespace()
             .nth(2)
             .and_then(|g| g.parse::<i32>().ok());
-        if pgrp != Some(pgid) || !comm.contains("workerd") {
+        if pgrp != Some(pgid) || !names.iter().any(|n| comm.contains(n)) {
             continue;
         }
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -87,26 +90,40 @@ pub fn workerd_rss(pgid: i32, port: u16) -> (Rss, usize) {
         }
         count += 1;
     }
+    // A workerd alone on the port (no `wrangler dev`) is the runtime itself.
+    if count == 1 {
+        rss = Rss {
+            proxy_kib: 0,
+            runtime_kib: rss.total(),
+        };
+    }
     (rss, count)
 }
 
-/// Memory of the workerd processes in process group `pgid` (wrangler's, serving `edge` on
-/// `port`) as idle sockets are opened and closed.
-pub async fn memory(bench: &Bench, edge: &Target, pgid: i32, port: u16) -> anyhow::Result<Memory> {
+/// Memory of the processes named `names` in process group `pgid` (the relay serving `edge`
+/// on `port`) as idle sockets are opened and closed.
+pub async fn memory(
+    bench: &Bench,
+    edge: &Target,
+    pgid: i32,
+    port: u16,
+    names: &[&str],
+) -> anyhow::Result<Memory> {
+    let rss = || group_rss(pgid, port, names);
     // Warm up: one analysis with a publish and a socket, so the isolate and the object
     // code are loaded before the baseline.
     bench.start_analysis(edge, "mem-warm").await?;
     drop(bench.open_sockets(edge, "mem-warm", 1).await?);
     tokio::time::sleep(SETTLE).await;
-    let (baseline, workerd_processes) = workerd_rss(pgid, port);
-    if workerd_processes == 0 {
-        bail!("no workerd process in process group {pgid}");
+    let (baseline, count) = rss();
+    if count == 0 {
+        bail!("no {names:?} process in process group {pgid}");
     }
     eprintln!("memory: {IDLE_SOCKETS} idle sockets to one analysis");
     let one = bench.open_sockets(edge, "mem-one", IDLE_SOCKETS).await?;
     let pending_hello_bytes = one[0].1;
     tokio::time::sleep(SETTLE).await;
-    let (one_analysis, _) = workerd_rss(pgid, port);
+    let (one_analysis, _) = rss();
     eprintln!("memory: {IDLE_SOCKETS} more over 10 analyses");
     let mut ten = Vec::new();
     for a in 0..10 {
@@ -117,15 +134,15 @@ pub async fn memory(bench: &Bench, edge: &Target, pgid: i32, port: u16) -> anyho
         );
     }
     tokio::time::sleep(SETTLE).await;
-    let (ten_analyses, _) = workerd_rss(pgid, port);
+    let (ten_analyses, _) = rss();
     let close_all = one.into_iter().chain(ten).map(|(mut ws, _)| async move {
         let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(None)).await;
     });
     futures_util::future::join_all(close_all).await;
     tokio::time::sleep(SETTLE).await;
-    let (after_close, _) = workerd_rss(pgid, port);
+    let (after_close, _) = rss();
     Ok(Memory {
-        workerd_processes,
+        processes: format!("{count} {}", names.join("/")),
         baseline,
         one_analysis,
         ten_analyses,
@@ -134,14 +151,17 @@ pub async fn memory(bench: &Bench, edge: &Target, pgid: i32, port: u16) -> anyho
     })
 }
 
-pub fn mib(kib: u64) -> String {
+fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
 }
 
-/// MiB per 1000 sockets from `before` to `after`, `IDLE_SOCKETS` sockets apart.
-pub fn per_1000(before: u64, after: u64) -> String {
-    let delta = after as f64 - before as f64;
-    format!("{:.1}", delta / 1024.0 * 1000.0 / IDLE_SOCKETS as f64)
+/// MiB per 1000 sockets from `before` to `after` (KiB), `IDLE_SOCKETS` sockets apart.
+pub fn per_1000_mib(before: u64, after: u64) -> f64 {
+    (after as f64 - before as f64) / 1024.0 * 1000.0 / IDLE_SOCKETS as f64
+}
+
+fn per_1000(before: u64, after: u64) -> String {
+    format!("{:.1}", per_1000_mib(before, after))
 }
 
 pub fn print_memory(title: &str, m: &Memory) {
@@ -149,8 +169,8 @@ pub fn print_memory(title: &str, m: &Memory) {
     println!("## {title}");
     println!();
     println!(
-        "VmRSS of the {} workerd processes in wrangler's process group, read {} s after the last socket opened (each socket has read its hello and then stays idle). `wrangler dev` runs two: a dev proxy that owns the port and relays every socket (not there in production), and the runtime that runs the Worker and the objects; both are shown. The first {IDLE_SOCKETS} sockets go to one analysis, the next {IDLE_SOCKETS} are spread over 10 other analyses (100 each, so 10 more objects), on top of the first.",
-        m.workerd_processes,
+        "VmRSS of the relay's processes ({}) in its process group, read {} s after the last socket opened (each socket has read its hello and then stays idle). `wrangler dev` runs two workerd: a dev proxy that owns the port and relays every socket (not there in production), and the runtime that runs the Worker and the objects; both are shown. The first {IDLE_SOCKETS} sockets go to one analysis, the next {IDLE_SOCKETS} are spread over 10 other analyses (100 each, so 10 more objects), on top of the first.",
+        m.processes,
         SETTLE.as_secs()
     );
     println!();

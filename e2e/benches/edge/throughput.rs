@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use stagecast_e2e::Tokens;
 
-use crate::{Bench, ms, quantile};
+use crate::{Bench, Target, ms, quantile};
 
 /// Each throughput run publishes for this long.
 pub const THROUGHPUT_RUN: Duration = Duration::from_secs(5);
@@ -23,8 +23,15 @@ pub struct Throughput {
     rtt_p99_us: u64,
 }
 
+impl Throughput {
+    pub fn events_per_s(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
 pub async fn throughput(
     bench: &Bench,
+    target: &Target,
     label: &'static str,
     analyses: usize,
     publishers: usize,
@@ -33,7 +40,7 @@ pub async fn throughput(
     let run = format!("tp-{analyses}-{publishers}-{batch}");
     let ids: Vec<String> = (0..analyses).map(|a| format!("{run}-{a}")).collect();
     for id in &ids {
-        bench.start_analysis(&bench.stagecast, id).await?;
+        bench.start_analysis(target, id).await?;
     }
     let deadline = Instant::now() + THROUGHPUT_RUN;
     let begun = Instant::now();
@@ -51,7 +58,7 @@ pub async fn throughput(
                     .collect();
                 k += 1;
                 let sent = Instant::now();
-                match bench.publish(&bench.stagecast, &id, &token, &beats).await {
+                match bench.publish(target, &id, &token, &beats).await {
                     Ok(body) => {
                         events += body["accepted"].as_u64().unwrap_or(0);
                         batches += 1;
@@ -93,9 +100,9 @@ pub async fn throughput(
     })
 }
 
-pub fn print_throughput(rows: &[Throughput]) {
+pub fn print_throughput(name: &str, rows: &[anyhow::Result<Throughput>]) {
     println!();
-    println!("## Publish throughput");
+    println!("## Publish throughput: {name}");
     println!();
     println!(
         "Each run publishes `heartbeat` events (stored and sequenced like any event, no subscribers) for {} s, each publisher waiting for its answer before the next batch; events/s counts events the edge answered as accepted.",
@@ -106,7 +113,7 @@ pub fn print_throughput(rows: &[Throughput]) {
         "| publishers | analyses | events per batch | events/s | batches/s | errors | batch round trip p50 (ms) | p99 (ms) |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for r in rows {
+    for r in rows.iter().filter_map(|r| r.as_ref().ok()) {
         let secs = r.elapsed.as_secs_f64();
         println!(
             "| {} | {} | {} | {:.0} | {:.0} | {} | {} | {} |",
@@ -117,7 +124,7 @@ pub fn print_throughput(rows: &[Throughput]) {
             },
             r.analyses,
             r.batch,
-            r.events as f64 / secs,
+            r.events_per_s(),
             r.batches as f64 / secs,
             r.errors,
             ms(r.rtt_p50_us),
