@@ -64,7 +64,8 @@ export const DEAD_AFTER_MS = 45_000;
 export const DEFAULT_HEARTBEAT_MS = 30_000;
 
 const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
-// Closes that retrying cannot fix (4001 and 4010 are decided by the token's kind).
+// Closes that retrying cannot fix (4001 and 4010 are decided by the token's kind). The same
+// rules as the Rust `stagecast_shared::follow`; test/follower.test.mjs replays its cases.
 const FINAL_CODES = new Set([1000, 4003, 4400]);
 const ANALYSIS_ID = /^[A-Za-z0-9_-]{1,64}$/;
 // RFC 7230 token characters: what a subprotocol may hold (JWTs always fit).

@@ -253,7 +253,7 @@ recovered: boolean, } | { "type": "event" } & StoredEvent | { "type": "snapshot"
 export type ClientMessage = { "type": "ping" } | { "type": "cancel" } | { "type": "snapshot" };
 
 /** WebSocket close codes used by the edge. */
-export type CloseCode = 4001 | 4003 | 4400 | 4008 | 4009 | 4010 | 1012;
+export type CloseCode = 4001 | 4003 | 4400 | 4008 | 4009 | 4010 | 1012 | 1013 | 1000;
 
 /** What a client should do after a close. */
 export type Reconnect = "never" | "with_new_token" | "with_backoff" | "without_resending" | "with_new_token_since_last_seq" | "since_last_seq";
@@ -267,6 +267,8 @@ export const CLOSE_CODES: Record<CloseCode, { reason: string, reconnect: Reconne
   4009: { reason: "message too big", reconnect: "without_resending" },
   4010: { reason: "token expired", reconnect: "with_new_token_since_last_seq" },
   1012: { reason: "edge restarting", reconnect: "since_last_seq" },
+  1013: { reason: "too many subscribers: try again later", reconnect: "with_backoff" },
+  1000: { reason: "closed", reconnect: "never" },
 };
 
 /** The WebSocket subprotocol; send it with `bearer.<token>` to authenticate. */

@@ -280,23 +280,21 @@ async fn run_pipeline(
         Publication::start(link, &outbox, id.clone(), cancel.clone(), Arc::new(|| 0))
             .expect("publication")
     });
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let source = Source::Path(video.to_owned());
     let started = Instant::now();
     let cpu_before = cpu_seconds().unwrap_or(0.0);
-    let run = {
-        let (model, options) = (model.clone(), options.clone());
-        tokio::spawn(async move { pipeline::run(model, &source, &options, cancel, tx).await })
-    };
     let mut stream = Vec::new();
-    while let Some(update) = rx.recv().await {
-        let event = update.to_event();
-        stream.push((started.elapsed(), event.clone()));
-        if let Some(p) = &publication {
-            p.send(event);
-        }
-    }
-    let outcome = run.await.expect("task").expect("analysis");
+    let record = |event: &EventKind| stream.push((started.elapsed(), event.clone()));
+    let outcome = pipeline::drive(
+        model.clone(),
+        source,
+        options.clone(),
+        cancel,
+        publication.as_ref(),
+        record,
+    )
+    .await
+    .expect("analysis");
     // the analysis is done when its result is: delivery to the edge goes on after
     let seconds = started.elapsed().as_secs_f64();
     let mut cpu = cpu_seconds().unwrap_or(0.0) - cpu_before;

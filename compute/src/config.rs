@@ -4,6 +4,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+/// The tool and model cache `make setup` fills.
+pub const ENV_CACHE: &str = "STAGECAST_CACHE";
 /// Folder of `.onnx` files (and optional extra manifests).
 pub const ENV_MODELS_DIR: &str = "STAGECAST_MODELS_DIR";
 /// ONNX Runtime shared library, loaded at run time.
@@ -12,12 +14,16 @@ pub const ENV_ORT_DYLIB: &str = "STAGECAST_ORT_DYLIB";
 /// ONNX Runtime version that `make setup` unpacks from PyPI's wheel (toolchain.md §5).
 const ORT_VERSION: &str = "1.32.0";
 
-/// `~/.cache/stagecast`, where `make setup` puts ONNX Runtime and the demo models.
+/// Where `make setup` puts ONNX Runtime and the demo models: `STAGECAST_CACHE`, else
+/// `~/.cache/stagecast` (the same rule as scripts/lib.sh).
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default()
-        .join(".cache/stagecast")
+    match std::env::var_os(ENV_CACHE) {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default()
+            .join(".cache/stagecast"),
+    }
 }
 
 pub fn default_models_dir() -> PathBuf {

@@ -349,22 +349,12 @@ impl Jobs {
             None => None,
         };
 
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let run = tokio::spawn({
-            let cancel = cancel.clone();
-            async move { pipeline::run(model, &source, &options, cancel, tx).await }
-        });
-        while let Some(update) = rx.recv().await {
-            let kind = update.to_event();
-            self.record(&id, kind.clone());
-            if let Some(p) = &publication {
-                p.send(kind);
-            }
-        }
-        let outcome = match run.await {
-            Ok(Ok(Outcome::Completed(_))) => "completed",
-            Ok(Ok(Outcome::Cancelled)) => "cancelled",
-            Ok(Err(_)) | Err(_) => "failed",
+        let record = |kind: &EventKind| self.record(&id, kind.clone());
+        let ran = pipeline::drive(model, source, options, cancel, publication.as_ref(), record);
+        let outcome = match ran.await {
+            Ok(Outcome::Completed(_)) => "completed",
+            Ok(Outcome::Cancelled) => "cancelled",
+            Err(_) => "failed",
         };
         metrics::counter!("stagecast_analyses_total", "outcome" => outcome).increment(1);
         // the slot is for the model; draining the outbox does not need it

@@ -1,7 +1,7 @@
 //! Stagecast compute node: runs ONNX analyses of images and videos and reports their
 //! progress as typed updates that map onto the wire contract's events.
 //!
-//! - [`config`]: node and analysis settings; [`error`]: failures with contract codes.
+//! - [`config`]: node and analysis settings; [`clock`]: the wall clock; [`error`]: failures with contract codes.
 //! - [`model`]: manifests, the catalog, loaded models; [`runtime`]: ONNX Runtime itself;
 //!   [`gpu`]: GPU figures from NVML where there is one.
 //! - [`pipeline`]: one analysis, stage by stage ([`pipeline::run`]).
@@ -34,6 +34,7 @@
 //! # }
 //! ```
 
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod gpu;

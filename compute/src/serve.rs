@@ -13,8 +13,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use stagecast_shared::api::{ApiError, CancelResponse, ErrorBody, ErrorCode};
-use stagecast_shared::token::{self, KeySet, Scope, TokenError, VerifiedToken};
+use stagecast_shared::token::{self, KeySet, Need, Scope, TokenError, VerifiedToken};
 
+use crate::clock::now_s;
 use crate::jobs::{JobRequest, Jobs, SubmitError};
 use crate::publish::EdgeLink;
 
@@ -193,35 +194,23 @@ impl From<JsonRejection> for Failure {
     }
 }
 
-/// The bearer token of `headers`, verified, with `scope`.
-fn authenticate(
-    state: &ServeState,
-    headers: &HeaderMap,
-    scope: Scope,
-) -> Result<VerifiedToken, Failure> {
-    let token = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .filter(|t| !t.is_empty())
-        .ok_or(TokenError::Missing)?;
-    let verified = token::verify(token, &state.keys, crate::publish::now_ms() / 1000)?;
-    verified.require_scope(scope)?;
-    Ok(verified)
-}
-
-/// [`authenticate`], and a grant for `analysis`.
+/// The bearer token of `headers`, verified, with `scope` and, when given, a grant for
+/// `analysis`.
 fn authorize(
     state: &ServeState,
     headers: &HeaderMap,
     scope: Scope,
-    analysis: &str,
+    analysis: Option<&str>,
 ) -> Result<VerifiedToken, Failure> {
-    let verified = authenticate(state, headers, scope)?;
-    verified.require_analysis(analysis)?;
-    Ok(verified)
+    let token = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(token::bearer_from_header);
+    let need = Need {
+        scope: Some(scope),
+        analysis,
+    };
+    Ok(token::authorize(token, &state.keys, now_s(), need)?)
 }
 
 async fn submit(
@@ -230,7 +219,7 @@ async fn submit(
     body: Result<Json<JobRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, Failure> {
     // who asks comes before what they sent
-    let who = authenticate(&state, &headers, Scope::Admin)?;
+    let who = authorize(&state, &headers, Scope::Admin, None)?;
     let Json(request) = body?;
     // a node-chosen id needs a token for every analysis of the tenant
     who.require_analysis(
@@ -249,7 +238,7 @@ async fn status(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, Failure> {
-    authorize(&state, &headers, Scope::Admin, &id)?;
+    authorize(&state, &headers, Scope::Admin, Some(&id))?;
     state.jobs.get(&id).map(Json).ok_or_else(|| not_found(&id))
 }
 
@@ -258,7 +247,7 @@ async fn cancel(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, Failure> {
-    let who = authorize(&state, &headers, Scope::Admin, &id)?;
+    let who = authorize(&state, &headers, Scope::Admin, Some(&id))?;
     state.jobs.cancel(&id).ok_or_else(|| not_found(&id))?;
     tracing::info!(analysis = %id, sub = %who.claims.sub, "cancel requested");
     Ok((

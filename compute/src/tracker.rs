@@ -7,7 +7,7 @@ use stagecast_shared::ids::AnalysisId;
 use stagecast_shared::machine::Analysis;
 use stagecast_shared::snapshot::Snapshot;
 
-use crate::publish::now_ms;
+use crate::clock::now_ms;
 
 #[derive(Debug)]
 pub struct Tracker {

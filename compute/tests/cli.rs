@@ -169,10 +169,7 @@ fn token_mints_what_the_edge_verifies_and_says_what_is_missing() {
         String::from_utf8_lossy(&out.stderr)
     );
     let token = String::from_utf8(out.stdout).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = stagecast_compute::clock::now_s();
     let verified = verify(token.trim(), &KeySet::dev(SECRET).unwrap(), now).unwrap();
     assert!(
         verified.claims.has_scope(Scope::Subscribe) && verified.claims.has_scope(Scope::Cancel)

@@ -1,7 +1,7 @@
 //! Decides who a request is and whether it may use a route, before any object wakes.
 
 use serde::{Deserialize, Serialize};
-use stagecast_shared::token::{self, KeySet, Scope, TokenError, VerifiedToken};
+use stagecast_shared::token::{self, KeySet, Need, Scope, TokenError};
 
 use crate::route::Route;
 
@@ -33,12 +33,11 @@ pub fn authorize(
     analysis_id: &str,
     now_ms: i64,
 ) -> Result<Principal, TokenError> {
-    let verified: VerifiedToken =
-        token::verify(token.ok_or(TokenError::Missing)?, keys, now_ms / 1000)?;
-    if let Some(scope) = required_scope(route) {
-        verified.require_scope(scope)?;
-    }
-    verified.require_analysis(analysis_id)?;
+    let need = Need {
+        scope: required_scope(route),
+        analysis: Some(analysis_id),
+    };
+    let verified = token::authorize(token, keys, now_ms / 1000, need)?;
     Ok(Principal {
         can_cancel: verified.claims.has_scope(Scope::Cancel),
         expires_at_ms: verified.expires_at_ms(),

@@ -2,6 +2,7 @@
 //! every request, and for WebSockets also the `token` query parameter, the `stagecast_token`
 //! cookie, or the `bearer.<token>` subprotocol next to `stagecast.v1`.
 
+use stagecast_shared::token::bearer_from_header;
 use stagecast_shared::ws::{SUBPROTOCOL, TOKEN_COOKIE, bearer_from_subprotocols};
 
 /// What the request carries that may hold a token.
@@ -28,7 +29,7 @@ pub fn offers_stagecast_subprotocol(header: &str) -> bool {
 impl RequestCredentials<'_> {
     /// The bearer token of a plain HTTP request: only the Authorization header counts.
     pub fn http_token(&self) -> Option<Found> {
-        let token = bearer(self.authorization?)?;
+        let token = bearer_from_header(self.authorization?)?;
         Some(Found {
             token: token.to_string(),
         })
@@ -40,19 +41,13 @@ impl RequestCredentials<'_> {
         let token = self
             .query_token
             .filter(|t| !t.is_empty())
-            .or_else(|| self.authorization.and_then(bearer))
+            .or_else(|| self.authorization.and_then(bearer_from_header))
             .or_else(|| self.cookie.and_then(cookie_token))
             .or(from_subprotocol)?;
         Some(Found {
             token: token.to_string(),
         })
     }
-}
-
-fn bearer(header: &str) -> Option<&str> {
-    let (scheme, token) = header.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 fn cookie_token(header: &str) -> Option<&str> {

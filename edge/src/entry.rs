@@ -7,14 +7,16 @@ use std::rc::Rc;
 
 use stagecast_shared::api::{ApiError, ErrorBody, ErrorCode};
 use stagecast_shared::close::CloseCode;
-use stagecast_shared::ids::check_id;
+use stagecast_shared::ids::AnalysisId;
 use stagecast_shared::limits::MAX_BODY_BYTES;
 use stagecast_shared::token::KeySet;
 use stagecast_shared::validate::parse_publish_body;
 use stagecast_shared::ws::TOKEN_QUERY;
+use tracing::Instrument;
 use worker::{Context, Env, Headers, Method, Request, RequestInit, Response, Result, event};
 
-use crate::auth::{authorize, object_name};
+use crate::auth::{Principal, authorize, object_name};
+use crate::clock::now_ms;
 use crate::config::{self, ConfigError};
 use crate::credentials::{RequestCredentials, offers_stagecast_subprotocol};
 use crate::forward::{Forwarded, OP_HEADER, Op};
@@ -90,24 +92,17 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let offers_subprotocol = subprotocols
         .as_deref()
         .is_some_and(offers_stagecast_subprotocol);
-    let refuse = |body: ErrorBody| {
-        if websocket {
-            refuse_websocket(
-                CloseCode::for_error(body.error.code),
-                &body.error.message,
-                offers_subprotocol,
-            )
-        } else {
-            error_response(&body)
+    let refuse = |body: ErrorBody| refusal(body, websocket, offers_subprotocol);
+
+    let analysis_id = match AnalysisId::parse(&analysis_id) {
+        Ok(id) => id,
+        Err(e) => {
+            return refuse(ErrorBody::new(
+                ErrorCode::InvalidAnalysisId,
+                format!("analysis id: {e}"),
+            ));
         }
     };
-
-    if let Err(e) = check_id(&analysis_id) {
-        return refuse(ErrorBody::new(
-            ErrorCode::InvalidAnalysisId,
-            format!("analysis id: {e}"),
-        ));
-    }
     let pairs: Vec<(String, String)> = url
         .query_pairs()
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -137,23 +132,46 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             ));
         }
     };
-    let now_ms = worker::Date::now().as_millis() as i64;
     let principal = match authorize(
         found.as_ref().map(|f| f.token.as_str()),
         &keys,
         &route,
-        &analysis_id,
-        now_ms,
+        analysis_id.as_str(),
+        now_ms(),
     ) {
         Ok(p) => p,
         Err(e) => {
-            tracing::info!(analysis_id, error = %e, "refused");
+            tracing::info!(%analysis_id, error = %e, "refused");
             return refuse(e.body());
         }
     };
     let span =
         tracing::info_span!("request", tenant = %principal.tenant, analysis_id = %analysis_id);
-    let _enter = span.enter();
+    forward(
+        req,
+        env,
+        route,
+        analysis_id,
+        principal,
+        &pairs,
+        offers_subprotocol,
+    )
+    .instrument(span)
+    .await
+}
+
+/// Hands an authorized request to its analysis's object.
+async fn forward(
+    req: Request,
+    env: Env,
+    route: Route,
+    analysis_id: AnalysisId,
+    principal: Principal,
+    pairs: &[(String, String)],
+    offers_subprotocol: bool,
+) -> Result<Response> {
+    let websocket = matches!(route, Route::Subscribe(_));
+    let refuse = |body: ErrorBody| refusal(body, websocket, offers_subprotocol);
 
     let (op, body) = match &route {
         Route::Publish(_) => match read_publish_body(req).await? {
@@ -162,11 +180,11 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         },
         Route::Snapshot(_) => (Op::Snapshot, None),
         Route::Cancel(_) => (Op::Cancel, None),
-        Route::Events(_) => match query::events_page(&pairs) {
+        Route::Events(_) => match query::events_page(pairs) {
             Ok((since, limit)) => (Op::Events { since, limit }, None),
             Err(e) => return refuse(ErrorBody::new(ErrorCode::InvalidRequest, e.to_string())),
         },
-        Route::Subscribe(_) => match query::ws_since(&pairs) {
+        Route::Subscribe(_) => match query::ws_since(pairs) {
             Ok(since) => (
                 Op::Subscribe {
                     since,
@@ -179,8 +197,9 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         Route::Health => unreachable!("health has no analysis id"),
     };
 
+    let name = object_name(&principal.tenant, analysis_id.as_str());
     let forwarded = Forwarded {
-        analysis_id: analysis_id.clone(),
+        analysis_id,
         principal,
         op,
     };
@@ -200,10 +219,20 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         init.with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
     }
     let inner = Request::new_with_init("https://analysis.internal/", &init)?;
-    let stub = env
-        .durable_object("ANALYSIS")?
-        .get_by_name(&object_name(&forwarded.principal.tenant, &analysis_id))?;
+    let stub = env.durable_object("ANALYSIS")?.get_by_name(&name)?;
     stub.fetch_with_request(inner).await
+}
+
+/// A refused request's answer: the error body, or for a WebSocket a socket closed at
+/// once with the matching code (browsers cannot read a failed handshake's status).
+fn refusal(body: ErrorBody, websocket: bool, offers_subprotocol: bool) -> Result<Response> {
+    if websocket {
+        let code = CloseCode::for_error(body.error.code);
+        let reason = format!("{}: {}", code.reason(), body.error.message);
+        refuse_websocket(code, &reason, offers_subprotocol)
+    } else {
+        error_response(&body)
+    }
 }
 
 /// The publish body, bounded and validated here so a bad batch never reaches the object.

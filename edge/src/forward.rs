@@ -2,6 +2,7 @@
 //! in headers that only the Worker can set (objects are not reachable from outside).
 
 use serde::{Deserialize, Serialize};
+use stagecast_shared::ids::AnalysisId;
 
 use crate::auth::Principal;
 
@@ -27,7 +28,7 @@ pub enum Op {
 /// The header value the object reads back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Forwarded {
-    pub analysis_id: String,
+    pub analysis_id: AnalysisId,
     pub principal: Principal,
     #[serde(flatten)]
     pub op: Op,
@@ -40,7 +41,7 @@ mod tests {
     #[test]
     fn forwarded_round_trips_through_a_header_value() {
         let f = Forwarded {
-            analysis_id: "a1".into(),
+            analysis_id: AnalysisId::parse("a1").unwrap(),
             principal: Principal {
                 tenant: "t".into(),
                 sub: "s".into(),

@@ -5,11 +5,15 @@
 pub mod auth;
 pub mod config;
 pub mod credentials;
+pub mod deadline;
 pub mod forward;
 pub mod query;
 pub mod rate;
 pub mod route;
+pub mod socket;
 
+#[cfg(target_arch = "wasm32")]
+mod clock;
 #[cfg(target_arch = "wasm32")]
 mod entry;
 #[cfg(target_arch = "wasm32")]

@@ -1,55 +1,41 @@
 //! The Durable Object of one analysis: the shared state machine over SQLite storage, with
-//! subscribers on the hibernation API. Socket facts live in attachments and the state in
-//! SQL, so an evicted object rebuilt by `new()` loses nothing.
+//! subscribers on the hibernation API. Socket facts live in attachments ([`crate::socket`])
+//! and the state in SQL ([`crate::store`]), so an evicted object rebuilt by `new()` loses
+//! nothing; the deadlines are [`crate::deadline`]'s.
 
 use std::cell::{Cell, RefCell};
 
-use serde::{Deserialize, Serialize};
 use stagecast_shared::Analysis;
 use stagecast_shared::api::{ApiError, CancelResponse, ErrorBody, ErrorCode};
 use stagecast_shared::close::CloseCode;
 use stagecast_shared::ids::AnalysisId;
-use stagecast_shared::limits::MAX_CLIENT_MESSAGES_PER_SECOND;
 use stagecast_shared::stored::{EventsPage, StoredEvent};
 use stagecast_shared::validate::parse_publish_body;
 use stagecast_shared::ws::{ClientMessage, ServerMessage};
+use tracing::Instrument;
 use worker::{
     DurableObject, Env, Request, Response, Result, ScheduledTime, State, WebSocket,
     WebSocketIncomingMessage, WebSocketPair, durable_object,
 };
 
 use crate::auth::parse_object_name;
+use crate::clock::now_ms;
 use crate::config::Limits;
+use crate::deadline::{next_alarm, retention_over};
 use crate::forward::{Forwarded, OP_HEADER, Op};
 use crate::rate::PublishBucket;
 use crate::respond::{
-    error_response, json_response, rate_limited_response, refuse_websocket_with, truncate_reason,
+    close, error_response, json_response, rate_limited_response, refuse_websocket, truncate_reason,
     websocket_response,
 };
+use crate::socket::{Reply, SocketInfo, next_expiry};
 use crate::store::Store;
 
 /// How often clients should ping; they treat 45 s of silence as a dead connection.
 const HEARTBEAT_MS: u64 = 15_000;
-/// Standard "try again later" close code, for a full analysis.
-const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 
-/// What the object remembers about each socket, in its attachment.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct SocketInfo {
-    analysis_id: String,
-    sub: String,
-    can_cancel: bool,
-    expires_at_ms: i64,
-    window_start_ms: i64,
-    window_count: u32,
-}
-
-fn now_ms() -> i64 {
-    worker::Date::now().as_millis() as i64
-}
-
-fn frame(message: &ServerMessage) -> Result<String> {
-    Ok(serde_json::to_string(message)?)
+fn send(ws: &WebSocket, message: &ServerMessage) -> Result<()> {
+    ws.send_with_str(serde_json::to_string(message)?)
 }
 
 #[durable_object]
@@ -72,51 +58,16 @@ impl AnalysisObject {
         Store::new(self.state.storage().sql())
     }
 
-    /// Remembers the tenant a request was verified for (an object's tenant never changes:
-    /// it is part of the object's name).
-    fn remember_tenant(&self, tenant: &str) {
-        if self.tenant.borrow().as_deref() != Some(tenant) {
-            *self.tenant.borrow_mut() = Some(tenant.to_owned());
-        }
-    }
-
-    /// The tenant this object belongs to: remembered, from the object's name
-    /// (`tenant/analysis`), or from storage; "unknown" only if all of them fail.
+    /// The tenant this object belongs to: from a request, the object's name
+    /// (`tenant/analysis`) or storage; "unknown" only if all of them fail.
     fn tenant(&self) -> String {
-        if let Some(tenant) = self.tenant.borrow().as_ref() {
-            return tenant.clone();
+        let mut cell = self.tenant.borrow_mut();
+        if cell.is_none() {
+            *cell = (self.state.id().name())
+                .and_then(|name| parse_object_name(&name).map(|(t, _)| t.to_owned()))
+                .or_else(|| self.store().load_tenant().ok().flatten());
         }
-        let found = self
-            .state
-            .id()
-            .name()
-            .and_then(|name| parse_object_name(&name).map(|(t, _)| t.to_owned()))
-            .or_else(|| self.store().load_tenant().ok().flatten());
-        match found {
-            Some(tenant) => {
-                *self.tenant.borrow_mut() = Some(tenant.clone());
-                tenant
-            }
-            None => "unknown".to_owned(),
-        }
-    }
-
-    /// Takes a publish token, or answers how long to wait.
-    fn take_publish_token(
-        &self,
-        limits: &Limits,
-        now: i64,
-    ) -> std::result::Result<(), crate::rate::Limited> {
-        let (rate, burst) = (limits.publish_rate, limits.publish_burst());
-        let mut cell = self.bucket.borrow_mut();
-        // A changed setting starts a new, full bucket.
-        if cell
-            .as_ref()
-            .is_none_or(|b| (b.rate(), b.burst()) != (rate, burst))
-        {
-            *cell = Some(PublishBucket::new(rate, burst, now));
-        }
-        cell.as_mut().expect("set just above").take(now)
+        cell.clone().unwrap_or_else(|| "unknown".to_owned())
     }
 
     fn limits(&self) -> std::result::Result<Limits, ErrorBody> {
@@ -126,57 +77,49 @@ impl AnalysisObject {
         })
     }
 
-    /// Runs `f` on the analysis (created pending when `id` is given and none is stored).
-    fn with_analysis<R>(
-        &self,
-        id: Option<&str>,
-        f: impl FnOnce(&mut Analysis) -> R,
-    ) -> Result<Option<R>> {
+    /// Runs `f` on the stored analysis, if there is one.
+    fn with_stored<R>(&self, f: impl FnOnce(&mut Analysis) -> R) -> Result<Option<R>> {
         let mut cell = self.analysis.borrow_mut();
         if cell.is_none() {
-            *cell = match self.store().load_analysis()? {
-                Some(a) => Some(a),
-                None => match id {
-                    Some(id) => Some(Analysis::new(
-                        AnalysisId::parse(id)
-                            .map_err(|e| worker::Error::RustError(e.to_string()))?,
-                    )),
-                    None => None,
-                },
-            };
+            *cell = self.store().load_analysis()?;
         }
         Ok(cell.as_mut().map(f))
     }
 
+    /// Runs `f` on analysis `id`, pending if nothing is stored yet.
+    fn with_analysis<R>(&self, id: &AnalysisId, f: impl FnOnce(&mut Analysis) -> R) -> Result<R> {
+        let mut cell = self.analysis.borrow_mut();
+        if cell.is_none() {
+            *cell = self.store().load_analysis()?;
+        }
+        Ok(f(cell.get_or_insert_with(|| Analysis::new(id.clone()))))
+    }
+
     /// Stores new events and the state, then sends each event to every socket, in order.
-    fn commit(&self, stored: &[StoredEvent], history_limit: u64) -> Result<()> {
+    /// Nothing awaits in between, so the writes commit together or not at all.
+    fn commit(&self, stored: &[StoredEvent], limits: &Limits) -> Result<()> {
         let store = self.store();
-        let mut frames = Vec::with_capacity(stored.len());
         let written = (|| {
+            let mut frames = Vec::with_capacity(stored.len());
             for event in stored {
-                let text = frame(&ServerMessage::Event(event.clone()))?;
+                let text = serde_json::to_string(&ServerMessage::Event(event.clone()))?;
                 store.insert_event(event, &text)?;
                 frames.push(text);
             }
-            if !self.tenant_saved.get()
-                && let Some(tenant) = self.tenant.borrow().as_deref()
-            {
-                store.save_tenant(tenant)?;
+            if !self.tenant_saved.get() {
+                store.save_tenant(&self.tenant())?;
             }
             if let Some(analysis) = self.analysis.borrow().as_ref() {
                 store.save_analysis(analysis)?;
-                store.trim_history(analysis.last_seq(), history_limit)?;
+                store.trim_history(analysis.last_seq(), limits.history_limit)?;
             }
-            Ok::<(), worker::Error>(())
+            Ok::<_, worker::Error>(frames)
         })();
-        if let Err(e) = written {
+        let frames = written.inspect_err(|_| {
             // Reload from storage next time rather than trust a state storage did not take.
             *self.analysis.borrow_mut() = None;
-            return Err(e);
-        }
-        if self.tenant.borrow().is_some() {
-            self.tenant_saved.set(true);
-        }
+        })?;
+        self.tenant_saved.set(true);
         let sockets = self.state.get_websockets();
         for text in &frames {
             for ws in &sockets {
@@ -187,28 +130,16 @@ impl AnalysisObject {
         Ok(())
     }
 
-    /// Makes sure the one alarm fires by the earliest of the pending deadlines.
+    /// Makes sure the one alarm fires by the earliest pending deadline; `replace` drops
+    /// the current alarm first (the alarm handler, which consumed it).
     async fn schedule(
         &self,
         limits: &Limits,
-        socket_deadline: Option<i64>,
+        socket_expiry: Option<i64>,
         replace: bool,
     ) -> Result<()> {
-        let deadline = self
-            .with_analysis(None, |a| {
-                let retention = a
-                    .terminal_ts()
-                    .map(|t| t.saturating_add(limits.retention_ms));
-                [a.next_deadline(limits.stall_timeout_ms as u64), retention]
-                    .into_iter()
-                    .flatten()
-                    .min()
-            })?
-            .flatten()
-            .into_iter()
-            .chain(socket_deadline)
-            .min();
-        let Some(deadline) = deadline else {
+        let analysis = self.analysis.borrow().clone();
+        let Some(deadline) = next_alarm(analysis.as_ref(), limits, socket_expiry) else {
             return Ok(());
         };
         let storage = self.state.storage();
@@ -227,46 +158,43 @@ impl AnalysisObject {
     async fn publish(
         &self,
         mut req: Request,
-        fwd: &Forwarded,
+        id: &AnalysisId,
         limits: &Limits,
     ) -> Result<Response> {
-        if let Err(limited) = self.take_publish_token(limits, now_ms()) {
+        let (rate, burst) = (limits.publish_rate, limits.publish_burst());
+        if let Err(limited) =
+            PublishBucket::take_from(&mut self.bucket.borrow_mut(), rate, burst, now_ms())
+        {
             let retry_after = limited.retry_after_secs();
             tracing::info!(
                 retry_after_ms = limited.retry_after_ms,
-                rate = limits.publish_rate,
+                rate,
                 "publish rate limited"
             );
             return rate_limited_response(
                 format!(
-                    "this analysis takes at most {} publish batches a second (bursts of {}): retry after {retry_after} s",
-                    limits.publish_rate,
-                    limits.publish_burst()
+                    "this analysis takes at most {rate} publish batches a second (bursts of {burst}): retry after {retry_after} s"
                 ),
                 retry_after,
             );
         }
-        let body = req.bytes().await?;
-        let request = match parse_publish_body(&body) {
+        let request = match parse_publish_body(&req.bytes().await?) {
             Ok(r) => r,
             Err(e) => return error_response(&e.body()),
         };
+        let ids: Vec<&str> = request.events.iter().map(|e| e.id.as_str()).collect();
+        let known = self.store().known_ids(&ids)?;
         let now = now_ms();
-        let store = self.store();
-        let applied = self
-            .with_analysis(Some(&fwd.analysis_id), |a| {
-                a.apply_batch(request.events, now, |id| {
-                    store.has_event(id).unwrap_or(false)
-                })
-            })?
-            .expect("created on demand");
+        let applied = self.with_analysis(id, |a| {
+            a.apply_batch(request.events, now, |id| known.contains(id))
+        })?;
         match applied {
             Err(e) => {
                 tracing::info!(error = %e, "publish refused");
                 error_response(&e.body())
             }
             Ok(outcome) => {
-                self.commit(&outcome.stored, limits.history_limit)?;
+                self.commit(&outcome.stored, limits)?;
                 self.schedule(limits, None, false).await?;
                 json_response(&outcome.response(), 200)
             }
@@ -276,18 +204,15 @@ impl AnalysisObject {
     /// Records a cancel by `by` once, and tells every socket.
     fn request_cancel(
         &self,
-        id: &str,
+        id: &AnalysisId,
         by: &str,
         limits: &Limits,
     ) -> Result<std::result::Result<(), ErrorBody>> {
         let now = now_ms();
-        let outcome = self
-            .with_analysis(Some(id), |a| (a.request_cancel(by, now), a.status()))?
-            .expect("created on demand");
-        match outcome {
+        match self.with_analysis(id, |a| (a.request_cancel(by, now), a.status()))? {
             (Some(event), _) => {
                 tracing::info!(by, "cancel requested");
-                self.commit(&[event], limits.history_limit)?;
+                self.commit(&[event], limits)?;
                 Ok(Ok(()))
             }
             (None, status) if status.is_terminal() => Ok(Err(ErrorBody::new(
@@ -314,34 +239,27 @@ impl AnalysisObject {
                 "too many subscribers ({}): try again later",
                 limits.max_sockets
             );
-            return refuse_websocket_with(CLOSE_TRY_AGAIN_LATER, &reason, select_subprotocol);
+            return refuse_websocket(CloseCode::TryAgainLater, &reason, select_subprotocol);
         }
         let pair = WebSocketPair::new()?;
         self.state.accept_web_socket(&pair.server);
-        pair.server.serialize_attachment(SocketInfo {
-            analysis_id: fwd.analysis_id.clone(),
-            sub: fwd.principal.sub.clone(),
-            can_cancel: fwd.principal.can_cancel,
-            expires_at_ms: fwd.principal.expires_at_ms,
-            window_start_ms: 0,
-            window_count: 0,
-        })?;
+        pair.server
+            .serialize_attachment(SocketInfo::new(&fwd.analysis_id, &fwd.principal))?;
         // Hello and the replay go out with no await in between: no event can slip past.
-        let snapshot = self
-            .with_analysis(Some(&fwd.analysis_id), |a| a.snapshot())?
-            .expect("created on demand");
+        let snapshot = self.with_analysis(&fwd.analysis_id, |a| a.snapshot())?;
         let (frames, recovered) = match since {
             None => (Vec::new(), true),
             Some(since) => self.store().frames_after(since, snapshot.last_seq)?,
         };
-        pair.server.send_with_str(frame(&ServerMessage::Hello {
-            analysis_id: fwd.analysis_id.clone(),
+        let hello = ServerMessage::Hello {
+            analysis_id: fwd.analysis_id.to_string(),
             snapshot,
             server_ts: now_ms(),
             heartbeat_ms: HEARTBEAT_MS,
             resumed_from: since,
             recovered,
-        })?)?;
+        };
+        send(&pair.server, &hello)?;
         for text in &frames {
             pair.server.send_with_str(text)?;
         }
@@ -350,25 +268,106 @@ impl AnalysisObject {
         websocket_response(pair.client, select_subprotocol)
     }
 
-    /// Closes sockets whose token expired; returns the earliest expiry still ahead.
-    fn expire_sockets(&self, now: i64) -> Option<i64> {
-        let mut next: Option<i64> = None;
-        for ws in self.state.get_websockets() {
-            let Ok(Some(info)) = ws.deserialize_attachment::<SocketInfo>() else {
-                continue;
-            };
-            if info.expires_at_ms <= now {
-                let code = CloseCode::TokenExpired;
-                let _ = ws.close(Some(code.code()), Some(code.reason()));
-            } else {
-                next = Some(next.map_or(info.expires_at_ms, |n| n.min(info.expires_at_ms)));
+    async fn handle(&self, req: Request, fwd: Forwarded) -> Result<Response> {
+        *self.tenant.borrow_mut() = Some(fwd.principal.tenant.clone());
+        let limits = match self.limits() {
+            Ok(l) => l,
+            Err(body) => return error_response(&body),
+        };
+        let id = &fwd.analysis_id;
+        match &fwd.op {
+            Op::Publish => self.publish(req, id, &limits).await,
+            Op::Snapshot => json_response(&self.with_analysis(id, |a| a.snapshot())?, 200),
+            Op::Events { since, limit } => {
+                let last_seq = self.with_analysis(id, |a| a.last_seq())?;
+                let events = self.store().events_after(*since, *limit)?;
+                json_response(&EventsPage { events, last_seq }, 200)
+            }
+            Op::Cancel => match self.request_cancel(id, &fwd.principal.sub, &limits)? {
+                Ok(()) => json_response(
+                    &CancelResponse {
+                        cancel_requested: true,
+                    },
+                    202,
+                ),
+                Err(body) => error_response(&body),
+            },
+            Op::Subscribe {
+                since,
+                select_subprotocol,
+            } => {
+                self.subscribe(&fwd, *since, *select_subprotocol, &limits)
+                    .await
             }
         }
-        next
     }
 
-    fn send(ws: &WebSocket, message: &ServerMessage) -> Result<()> {
-        ws.send_with_str(frame(message)?)
+    async fn on_alarm(&self) -> Result<Response> {
+        let Ok(limits) = self.limits() else {
+            return Response::ok("misconfigured");
+        };
+        let now = now_ms();
+        if self.with_stored(|a| retention_over(a, &limits, now))? == Some(true) {
+            tracing::info!("retention over: deleting the analysis");
+            self.store().wipe()?;
+            *self.analysis.borrow_mut() = None;
+            // The stored tenant went with the rest; the next commit writes it again.
+            self.tenant_saved.set(false);
+            for ws in self.state.get_websockets() {
+                close(
+                    &ws,
+                    CloseCode::Normal,
+                    "analysis deleted after its retention period",
+                );
+            }
+            return Response::ok("deleted");
+        }
+        if let Some(event) = self
+            .with_stored(|a| a.check_stall(now, limits.stall_timeout_ms as u64))?
+            .flatten()
+        {
+            tracing::info!("stalled");
+            self.commit(&[event], &limits)?;
+        }
+        // Close sockets whose token expired; wake again for the next expiry.
+        let mut live = Vec::new();
+        for ws in self.state.get_websockets() {
+            match ws.deserialize_attachment::<SocketInfo>() {
+                Ok(Some(info)) if info.expired(now) => close(&ws, CloseCode::TokenExpired, ""),
+                Ok(Some(info)) => live.push(info),
+                _ => {}
+            }
+        }
+        self.schedule(&limits, next_expiry(&live, now), true)
+            .await?;
+        Response::ok("ok")
+    }
+
+    fn on_socket_message(&self, ws: &WebSocket, mut info: SocketInfo, text: &str) -> Result<()> {
+        let reply = match info.on_message(text, now_ms()) {
+            Ok(reply) => reply,
+            Err(code) => {
+                close(ws, code, "");
+                return Ok(());
+            }
+        };
+        ws.serialize_attachment(&info)?;
+        match reply {
+            Reply::Send(message) => send(ws, &message),
+            Reply::Snapshot => {
+                let snapshot = self.with_analysis(&info.analysis_id, |a| a.snapshot())?;
+                send(ws, &ServerMessage::Snapshot { snapshot })
+            }
+            Reply::Cancel => {
+                let refused = match self.limits() {
+                    Ok(limits) => self
+                        .request_cancel(&info.analysis_id, &info.sub, &limits)?
+                        .err(),
+                    Err(body) => Some(body),
+                };
+                refused.map_or(Ok(()), |body| send(ws, &body.into()))
+            }
+        }
     }
 }
 
@@ -402,87 +401,15 @@ impl DurableObject for AnalysisObject {
         };
         let fwd: Forwarded = serde_json::from_str(&header)?;
         let span = tracing::info_span!("object", tenant = %fwd.principal.tenant, analysis_id = %fwd.analysis_id);
-        let _enter = span.enter();
-        self.remember_tenant(&fwd.principal.tenant);
-        let limits = match self.limits() {
-            Ok(l) => l,
-            Err(body) => return error_response(&body),
-        };
-        match &fwd.op {
-            Op::Publish => self.publish(req, &fwd, &limits).await,
-            Op::Snapshot => {
-                let snapshot = self.with_analysis(Some(&fwd.analysis_id), |a| a.snapshot())?;
-                json_response(&snapshot, 200)
-            }
-            Op::Events { since, limit } => {
-                let last_seq = self
-                    .with_analysis(Some(&fwd.analysis_id), |a| a.last_seq())?
-                    .unwrap_or(0);
-                let events = self.store().events_after(*since, *limit)?;
-                json_response(&EventsPage { events, last_seq }, 200)
-            }
-            Op::Cancel => {
-                match self.request_cancel(&fwd.analysis_id, &fwd.principal.sub, &limits)? {
-                    Ok(()) => json_response(
-                        &CancelResponse {
-                            cancel_requested: true,
-                        },
-                        202,
-                    ),
-                    Err(body) => error_response(&body),
-                }
-            }
-            Op::Subscribe {
-                since,
-                select_subprotocol,
-            } => {
-                self.subscribe(&fwd, *since, *select_subprotocol, &limits)
-                    .await
-            }
-        }
+        self.handle(req, fwd).instrument(span).await
     }
 
     async fn alarm(&self) -> Result<Response> {
         let id = self
-            .with_analysis(None, |a| a.analysis_id().as_str().to_owned())?
+            .with_stored(|a| a.analysis_id().to_string())?
             .unwrap_or_default();
         let span = tracing::info_span!("alarm", tenant = %self.tenant(), analysis_id = %id);
-        let _enter = span.enter();
-        let limits = match self.limits() {
-            Ok(l) => l,
-            Err(_) => return Response::ok("misconfigured"),
-        };
-        let now = now_ms();
-        let expired = self
-            .with_analysis(None, |a| {
-                a.terminal_ts()
-                    .is_some_and(|t| t.saturating_add(limits.retention_ms) <= now)
-            })?
-            .unwrap_or(false);
-        if expired {
-            tracing::info!("retention over: deleting the analysis");
-            self.store().wipe()?;
-            *self.analysis.borrow_mut() = None;
-            // The stored tenant went with the rest; the next commit writes it again.
-            self.tenant_saved.set(false);
-            for ws in self.state.get_websockets() {
-                let _ = ws.close(
-                    Some(1000),
-                    Some("analysis deleted after its retention period"),
-                );
-            }
-            return Response::ok("deleted");
-        }
-        let stalled = self
-            .with_analysis(None, |a| a.check_stall(now, limits.stall_timeout_ms as u64))?
-            .flatten();
-        if let Some(event) = stalled {
-            tracing::info!("stalled");
-            self.commit(&[event], limits.history_limit)?;
-        }
-        let next_expiry = self.expire_sockets(now);
-        self.schedule(&limits, next_expiry, true).await?;
-        Response::ok("ok")
+        self.on_alarm().instrument(span).await
     }
 
     async fn websocket_message(
@@ -490,75 +417,17 @@ impl DurableObject for AnalysisObject {
         ws: WebSocket,
         message: WebSocketIncomingMessage,
     ) -> Result<()> {
-        let Some(mut info) = ws.deserialize_attachment::<SocketInfo>()? else {
+        let Some(info) = ws.deserialize_attachment::<SocketInfo>()? else {
             return Ok(());
         };
         let span =
             tracing::info_span!("socket", tenant = %self.tenant(), analysis_id = %info.analysis_id);
-        let _enter = span.enter();
-        let now = now_ms();
-        if info.expires_at_ms <= now {
-            let code = CloseCode::TokenExpired;
-            return ws.close(Some(code.code()), Some(code.reason()));
-        }
-        if now - info.window_start_ms >= 1000 {
-            info.window_start_ms = now;
-            info.window_count = 0;
-        }
-        info.window_count += 1;
-        if info.window_count > MAX_CLIENT_MESSAGES_PER_SECOND {
-            let code = CloseCode::TooFast;
-            return ws.close(Some(code.code()), Some(code.reason()));
-        }
-        ws.serialize_attachment(&info)?;
+        let _enter = span.enter(); // no await below
         let text = match message {
             WebSocketIncomingMessage::String(text) => text,
             WebSocketIncomingMessage::Binary(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         };
-        match ClientMessage::parse(&text) {
-            Err(e) => match e.reply() {
-                Ok(reply) => Self::send(&ws, &reply),
-                Err(code) => ws.close(Some(code.code()), Some(code.reason())),
-            },
-            Ok(ClientMessage::Ping) => Self::send(&ws, &ServerMessage::Pong),
-            Ok(ClientMessage::Snapshot) => {
-                let snapshot = self
-                    .with_analysis(Some(&info.analysis_id), |a| a.snapshot())?
-                    .expect("created on demand");
-                Self::send(&ws, &ServerMessage::Snapshot { snapshot })
-            }
-            Ok(ClientMessage::Cancel) if !info.can_cancel => Self::send(
-                &ws,
-                &ServerMessage::Error {
-                    code: ErrorCode::InsufficientScope,
-                    message: "this token lacks scope cancel".into(),
-                },
-            ),
-            Ok(ClientMessage::Cancel) => {
-                let limits = match self.limits() {
-                    Ok(l) => l,
-                    Err(body) => {
-                        return Self::send(
-                            &ws,
-                            &ServerMessage::Error {
-                                code: body.error.code,
-                                message: body.error.message,
-                            },
-                        );
-                    }
-                };
-                match self.request_cancel(&info.analysis_id, &info.sub, &limits)? {
-                    Ok(()) => Ok(()),
-                    Err(body) => Self::send(
-                        &ws,
-                        &ServerMessage::Error {
-                            code: body.error.code,
-                            message: body.error.message,
-                        },
-                    ),
-                }
-            }
-        }
+        self.on_socket_message(&ws, info, &text)
     }
 
     async fn websocket_close(
@@ -583,12 +452,9 @@ impl DurableObject for AnalysisObject {
             .deserialize_attachment::<SocketInfo>()
             .ok()
             .flatten()
-            .map(|info| info.analysis_id)
+            .map(|info| info.analysis_id.to_string())
             .unwrap_or_default();
-        let span =
-            tracing::info_span!("socket", tenant = %self.tenant(), analysis_id = %analysis_id);
-        let _enter = span.enter();
-        tracing::info!(error = %error, "socket error");
+        tracing::info!(tenant = %self.tenant(), analysis_id, error = %error, "socket error");
         Ok(())
     }
 }

@@ -67,6 +67,21 @@ impl PublishBucket {
         }
     }
 
+    /// Takes a token from the bucket in `slot` at `now_ms`; an empty slot, or a bucket of
+    /// other settings (the vars changed), starts a new full one.
+    pub fn take_from(
+        slot: &mut Option<Self>,
+        rate: u64,
+        burst: u64,
+        now_ms: i64,
+    ) -> Result<(), Limited> {
+        let fresh = Self::new(rate, burst, now_ms);
+        match slot {
+            Some(b) if (b.rate, b.burst) == (fresh.rate, fresh.burst) => b.take(now_ms),
+            _ => slot.insert(fresh).take(now_ms),
+        }
+    }
+
     /// Takes one batch's token at `now_ms`, or says how long until one is there.
     pub fn take(&mut self, now_ms: i64) -> Result<(), Limited> {
         self.refill(now_ms);
@@ -159,6 +174,16 @@ mod tests {
         // Refill counts from the latest time seen, not from the step back.
         assert!(b.take(T0 + 99).is_err());
         assert!(b.take(T0 + 100).is_ok());
+    }
+
+    #[test]
+    fn a_slot_keeps_its_bucket_until_the_settings_change() {
+        let mut slot = None;
+        assert!(PublishBucket::take_from(&mut slot, 1, 1, T0).is_ok());
+        assert!(PublishBucket::take_from(&mut slot, 1, 1, T0).is_err());
+        // new settings: a new, full bucket
+        assert!(PublishBucket::take_from(&mut slot, 2, 1, T0).is_ok());
+        assert_eq!(slot.map(|b| (b.rate(), b.burst())), Some((2, 1)));
     }
 
     #[test]

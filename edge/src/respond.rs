@@ -28,27 +28,25 @@ pub fn rate_limited_response(message: String, retry_after_secs: u64) -> Result<R
 /// accepted and closed at once with the contract's code and a readable reason.
 pub fn refuse_websocket(
     code: CloseCode,
-    detail: &str,
-    select_subprotocol: bool,
-) -> Result<Response> {
-    refuse_websocket_with(
-        code.code(),
-        &format!("{}: {detail}", code.reason()),
-        select_subprotocol,
-    )
-}
-
-/// Accepts and closes at once with any code.
-pub fn refuse_websocket_with(
-    code: u16,
     reason: &str,
     select_subprotocol: bool,
 ) -> Result<Response> {
     let pair = WebSocketPair::new()?;
     pair.server.accept()?;
     pair.server
-        .close(Some(code), Some(truncate_reason(reason)))?;
+        .close(Some(code.code()), Some(truncate_reason(reason)))?;
     websocket_response(pair.client, select_subprotocol)
+}
+
+/// Closes `ws` with `code` and `reason` (the code's own reason when empty). A socket
+/// already closing refuses; there is nothing more to do then.
+pub fn close(ws: &WebSocket, code: CloseCode, reason: &str) {
+    let reason = if reason.is_empty() {
+        code.reason()
+    } else {
+        reason
+    };
+    let _ = ws.close(Some(code.code()), Some(truncate_reason(reason)));
 }
 
 /// The 101 answer, selecting `stagecast.v1` when the browser offered it.

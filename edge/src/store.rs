@@ -1,6 +1,8 @@
 //! The object's SQLite storage: the event log (frames ready to send, ids kept for dedupe
 //! after their frame is trimmed) and the state machine in one row.
 
+use std::collections::HashSet;
+
 use serde::Deserialize;
 use stagecast_shared::Analysis;
 use stagecast_shared::stored::StoredEvent;
@@ -23,6 +25,11 @@ struct FrameRow {
 #[derive(Deserialize)]
 struct ValueRow {
     value: String,
+}
+
+#[derive(Deserialize)]
+struct IdRow {
+    event_id: String,
 }
 
 #[derive(Deserialize)]
@@ -87,15 +94,17 @@ impl Store {
         self.put_meta(TENANT_KEY, tenant)
     }
 
-    pub fn has_event(&self, event_id: &str) -> Result<bool> {
-        let rows: Vec<SeqRow> = self
+    /// Which of `ids` are stored already: one query for a whole batch.
+    pub fn known_ids(&self, ids: &[&str]) -> Result<HashSet<String>> {
+        // One JSON array parameter, whatever the batch size (bound parameters are capped).
+        let rows: Vec<IdRow> = self
             .sql
             .exec(
-                "SELECT seq FROM events WHERE event_id = ? LIMIT 1",
-                vec![event_id.into()],
+                "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))",
+                vec![serde_json::to_string(ids)?.into()],
             )?
             .to_array()?;
-        Ok(!rows.is_empty())
+        Ok(rows.into_iter().map(|row| row.event_id).collect())
     }
 
     pub fn insert_event(&self, event: &StoredEvent, frame: &str) -> Result<()> {

@@ -19,6 +19,10 @@ pub enum CloseCode {
     TokenExpired,
     /// 1012: the edge is restarting or the object moved.
     Restarting,
+    /// 1013: the analysis has as many subscribers as it takes; try again later.
+    TryAgainLater,
+    /// 1000: a normal close, e.g. the analysis was deleted after its retention period.
+    Normal,
 }
 
 /// What a client should do after a close.
@@ -40,7 +44,7 @@ pub enum Reconnect {
 
 impl CloseCode {
     /// Every close code, for tables and tests.
-    pub const ALL: [CloseCode; 7] = [
+    pub const ALL: [CloseCode; 9] = [
         Self::InvalidToken,
         Self::Forbidden,
         Self::BadRequest,
@@ -48,6 +52,8 @@ impl CloseCode {
         Self::TooBig,
         Self::TokenExpired,
         Self::Restarting,
+        Self::TryAgainLater,
+        Self::Normal,
     ];
 
     /// The numeric code sent in the close frame.
@@ -60,6 +66,8 @@ impl CloseCode {
             Self::TooBig => 4009,
             Self::TokenExpired => 4010,
             Self::Restarting => 1012,
+            Self::TryAgainLater => 1013,
+            Self::Normal => 1000,
         }
     }
 
@@ -78,6 +86,8 @@ impl CloseCode {
             Self::TooBig => "message too big",
             Self::TokenExpired => "token expired",
             Self::Restarting => "edge restarting",
+            Self::TryAgainLater => "too many subscribers: try again later",
+            Self::Normal => "closed",
         }
     }
 
@@ -85,8 +95,8 @@ impl CloseCode {
     pub fn reconnect(self) -> Reconnect {
         match self {
             Self::InvalidToken => Reconnect::WithNewToken,
-            Self::Forbidden | Self::BadRequest => Reconnect::Never,
-            Self::TooFast => Reconnect::WithBackoff,
+            Self::Forbidden | Self::BadRequest | Self::Normal => Reconnect::Never,
+            Self::TooFast | Self::TryAgainLater => Reconnect::WithBackoff,
             Self::TooBig => Reconnect::WithoutResending,
             Self::TokenExpired => Reconnect::WithNewTokenSinceLastSeq,
             Self::Restarting => Reconnect::SinceLastSeq,

@@ -6,17 +6,23 @@
 //!   [`ws`]: WebSocket messages; [`close`]: WebSocket close codes.
 //! - [`ids`] and [`limits`]: the bounds; [`validate`]: checking and parsing a publish body.
 //! - [`machine`]: the [`Analysis`] state machine (order, progress, ETA, cancel, stall, replay).
-//! - [`token`]: JWT verification against tenant keys, and minting.
+//! - [`token`]: JWT verification against tenant keys, bearer parsing, authorization,
+//!   and minting.
+//! - Client policies, sans-IO: [`follow`] (resume, dedupe, close code -> action),
+//!   [`send`] (linger, batch limit, backoff, refusals) and [`backoff`].
 //!
 //! The contract itself is `protocol-v1.md`; TypeScript types for browsers are generated
 //! from these types into `client/types/protocol.ts` (see the `ts_export` test).
 
 pub mod api;
+pub mod backoff;
 pub mod close;
 pub mod event;
+pub mod follow;
 pub mod ids;
 pub mod limits;
 pub mod machine;
+pub mod send;
 pub mod snapshot;
 pub mod stored;
 pub mod token;

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::api::ErrorCode;
+use crate::api::{ErrorBody, ErrorCode};
 use crate::close::CloseCode;
 use crate::limits::MAX_CLIENT_MESSAGE_BYTES;
 use crate::snapshot::Snapshot;
@@ -101,5 +101,15 @@ impl ClientMessage {
             return Err(ClientMessageError::TooBig { len: text.len() });
         }
         Ok(serde_json::from_str(text)?)
+    }
+}
+
+impl From<ErrorBody> for ServerMessage {
+    /// The `error` message of a refused client message (the body's `index` has no place here).
+    fn from(body: ErrorBody) -> Self {
+        Self::Error {
+            code: body.error.code,
+            message: body.error.message,
+        }
     }
 }

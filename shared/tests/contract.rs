@@ -427,6 +427,8 @@ fn close_codes_numbers_reasons_and_advice() {
             Reconnect::WithNewTokenSinceLastSeq,
         ),
         (CloseCode::Restarting, 1012, Reconnect::SinceLastSeq),
+        (CloseCode::TryAgainLater, 1013, Reconnect::WithBackoff),
+        (CloseCode::Normal, 1000, Reconnect::Never),
     ];
     assert_eq!(expected.len(), CloseCode::ALL.len());
     for (close, code, advice) in expected {
@@ -435,7 +437,7 @@ fn close_codes_numbers_reasons_and_advice() {
         assert_eq!(close.reconnect(), advice);
         assert!(!close.reason().is_empty() && close.reason().len() <= 123);
     }
-    assert_eq!(CloseCode::from_code(1000), None);
+    assert_eq!(CloseCode::from_code(1006), None);
 }
 
 #[test]

@@ -12,6 +12,7 @@ use stagecast_compute::pipeline::{self, Outcome};
 use stagecast_compute::publish::Publication;
 use stagecast_compute::tracker::Tracker;
 use stagecast_compute::{CancellationToken, Catalog, Model, Source};
+use stagecast_shared::event::EventKind;
 use stagecast_shared::ids::AnalysisId;
 
 use super::link::LinkArgs;
@@ -58,27 +59,25 @@ pub async fn run(node: &NodeArgs, link: &LinkArgs, args: AnalyzeArgs) -> anyhow:
         None => None,
     };
 
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let started = Instant::now();
-    let analysis = tokio::spawn({
-        let (source, cancel) = (source.clone(), cancel.clone());
-        async move { pipeline::run(Arc::new(model), &source, &options, cancel, tx).await }
-    });
-
     let mut tracker = Tracker::new(id.clone());
     let mut bars = (!args.json).then(Bars::new);
-    while let Some(update) = rx.recv().await {
-        let event = update.to_event();
+    let show = |event: &EventKind| {
         match &mut bars {
-            Some(bars) => bars.show(&event),
-            None => println!("{}", serde_json::to_string(&event)?),
+            Some(bars) => bars.show(event),
+            None => println!("{}", json!(event)),
         }
         tracker.record(event.clone());
-        if let Some(p) = &publication {
-            p.send(event);
-        }
-    }
-    let outcome = analysis.await.context("the analysis task failed")?;
+    };
+    let outcome = pipeline::drive(
+        Arc::new(model),
+        source.clone(),
+        options,
+        cancel,
+        publication.as_ref(),
+        show,
+    )
+    .await;
     let seconds = started.elapsed().as_secs_f64();
     drop(bars);
     if args.json {

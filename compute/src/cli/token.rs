@@ -58,7 +58,7 @@ pub fn run(link: &LinkArgs, args: TokenArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.analyses.iter().map(String::as_str).collect()
     };
-    let now_s = stagecast_compute::publish::now_ms() / 1000;
+    let now_s = stagecast_compute::clock::now_s();
     println!(
         "{}",
         identity.token(args.role.scopes(), &analyses, now_s, args.ttl)?

@@ -8,12 +8,14 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
-use stagecast_shared::close::{CloseCode, Reconnect};
+use stagecast_shared::backoff::Backoff;
+use stagecast_shared::close::CloseCode;
 use stagecast_shared::event::EventKind;
+use stagecast_shared::follow::{AfterClose, Arrival, Follower};
 use stagecast_shared::ids::AnalysisId;
 use stagecast_shared::stored::{EdgeEventKind, StoredEventBody};
 use stagecast_shared::token::Scope;
-use stagecast_shared::ws::ServerMessage;
+use stagecast_shared::ws::{ClientMessage, ServerMessage};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -24,7 +26,11 @@ use super::progress::{Bars, print_result};
 /// No message (not even a pong) for this long: the connection is dead.
 const SILENCE_LIMIT: Duration = Duration::from_secs(45);
 const PING_EVERY: Duration = Duration::from_secs(20);
-const RECONNECT_CAP: Duration = Duration::from_secs(30);
+/// Reconnect attempts back off with full jitter, 1 s doubling to 30 s.
+const RECONNECT: Backoff = Backoff {
+    base_ms: 1_000,
+    cap_ms: 30_000,
+};
 /// Failed connection attempts in a row before giving up.
 const MAX_ATTEMPTS: u32 = 12;
 const MINTED_TTL_S: i64 = 3600;
@@ -43,10 +49,10 @@ pub struct WatchArgs {
 
 enum Ended {
     Finished(ExitCode),
-    /// The socket dropped; reconnect after the last seq.
+    /// The socket dropped (or missed events); reconnect after the last seq.
     Dropped,
-    /// 4010: a fresh token, then reconnect.
-    TokenExpired,
+    /// Reconnect with a fresh token.
+    NeedsToken,
 }
 
 pub async fn run(link: &LinkArgs, args: WatchArgs) -> anyhow::Result<ExitCode> {
@@ -57,11 +63,10 @@ pub async fn run(link: &LinkArgs, args: WatchArgs) -> anyhow::Result<ExitCode> {
         .map_err(|()| anyhow::anyhow!("--edge must be an http(s) URL"))?;
     let url = url.join(&format!("v1/analyses/{id}/ws"))?;
     let mint = || -> anyhow::Result<String> {
-        let now_s = stagecast_compute::publish::now_ms() / 1000;
         Ok(link.identity()?.token(
             &[Scope::Subscribe, Scope::Cancel],
             &[id.as_str()],
-            now_s,
+            stagecast_compute::clock::now_s(),
             MINTED_TTL_S,
         )?)
     };
@@ -71,12 +76,15 @@ pub async fn run(link: &LinkArgs, args: WatchArgs) -> anyhow::Result<ExitCode> {
     };
 
     let mut watch = Watch {
-        last_seq: 0,
+        follower: Follower::new(0),
+        can_mint: args.token.is_none(),
+        caught_up_to: 0,
         bars: (!args.json).then(Bars::new),
     };
     let mut failures = 0u32;
     loop {
-        let mut request = format!("{url}?since={}", watch.last_seq).into_client_request()?;
+        let since = watch.follower.since();
+        let mut request = format!("{url}?since={since}").into_client_request()?;
         request.headers_mut().insert(
             "authorization",
             HeaderValue::from_str(&format!("Bearer {token}"))?,
@@ -88,12 +96,12 @@ pub async fn run(link: &LinkArgs, args: WatchArgs) -> anyhow::Result<ExitCode> {
                 if failures >= MAX_ATTEMPTS {
                     bail!("cannot reach the edge at {url}: {e}");
                 }
-                let wait = Duration::from_secs(1 << failures.min(5)).min(RECONNECT_CAP);
+                let wait = RECONNECT.delay_ms(failures, fastrand::f64());
                 watch.note(&format!(
-                    "cannot connect ({e}); retrying in {}s",
-                    wait.as_secs()
+                    "cannot connect ({e}); retrying in {:.1}s",
+                    wait as f64 / 1000.0
                 ));
-                tokio::time::sleep(wait.mul_f64(fastrand::f64())).await;
+                tokio::time::sleep(Duration::from_millis(wait)).await;
                 continue;
             }
         };
@@ -101,14 +109,18 @@ pub async fn run(link: &LinkArgs, args: WatchArgs) -> anyhow::Result<ExitCode> {
         match watch.follow(ws, args.json).await? {
             Ended::Finished(code) => return Ok(code),
             Ended::Dropped => watch.note("connection lost; resuming"),
-            Ended::TokenExpired if args.token.is_none() => token = mint()?,
-            Ended::TokenExpired => bail!("the token expired; pass a fresh --token"),
+            Ended::NeedsToken => token = mint()?,
         }
     }
 }
 
 struct Watch {
-    last_seq: u64,
+    follower: Follower,
+    /// Whether a fresh token can be minted here (no `--token` given).
+    can_mint: bool,
+    /// After a hello that could not replay everything, the bars show its snapshot:
+    /// replayed events up to this seq are in it already.
+    caught_up_to: u64,
     bars: Option<Bars>,
 }
 
@@ -132,7 +144,8 @@ impl Watch {
             let message = tokio::select! {
                 m = tokio::time::timeout(SILENCE_LIMIT, ws.next()) => m,
                 _ = ping.tick() => {
-                    let _ = ws.send(Message::Text(r#"{"type":"ping"}"#.into())).await;
+                    let ping = serde_json::to_string(&ClientMessage::Ping)?;
+                    let _ = ws.send(Message::Text(ping.into())).await;
                     continue;
                 }
             };
@@ -142,25 +155,33 @@ impl Watch {
             };
             match message {
                 Message::Text(text) => {
+                    let parsed: ServerMessage = serde_json::from_str(&text)
+                        .with_context(|| format!("unexpected message from the edge: {text}"))?;
+                    match self.follower.on_message(&parsed) {
+                        Some(Arrival::Repeat) => continue,
+                        Some(Arrival::Gap) => return Ok(Ended::Dropped),
+                        Some(Arrival::New) | None => {}
+                    }
                     if json {
                         println!("{text}");
                     }
-                    let parsed: ServerMessage = serde_json::from_str(&text)
-                        .with_context(|| format!("unexpected message from the edge: {text}"))?;
                     if let Some(code) = self.handle(parsed) {
                         return Ok(Ended::Finished(code));
                     }
                 }
                 Message::Close(frame) => {
-                    let (code, reason) = frame
-                        .map(|f| (u16::from(f.code), f.reason.to_string()))
-                        .unwrap_or((1005, String::new()));
-                    return match CloseCode::from_code(code).map(CloseCode::reconnect) {
-                        Some(Reconnect::WithNewTokenSinceLastSeq) => Ok(Ended::TokenExpired),
-                        Some(Reconnect::Never | Reconnect::WithNewToken) => {
-                            bail!("the edge closed the socket: {code} {reason}")
+                    let code = frame.as_ref().map(|f| u16::from(f.code));
+                    let reason = frame.map(|f| f.reason.to_string()).unwrap_or_default();
+                    return match self.follower.on_close(code, self.can_mint) {
+                        AfterClose::Reconnect => Ok(Ended::Dropped),
+                        AfterClose::ReconnectWithNewToken => Ok(Ended::NeedsToken),
+                        AfterClose::Stop if code == Some(CloseCode::TokenExpired.code()) => {
+                            bail!("the token expired; pass a fresh --token")
                         }
-                        _ => Ok(Ended::Dropped),
+                        AfterClose::Stop => bail!(
+                            "the edge closed the socket: {} {reason}",
+                            code.map_or("(no code)".to_owned(), |c| c.to_string())
+                        ),
                     };
                 }
                 _ => {}
@@ -181,7 +202,7 @@ impl Watch {
                     if let Some(bars) = &mut self.bars {
                         bars.catch_up(&snapshot);
                     }
-                    self.last_seq = snapshot.last_seq;
+                    self.caught_up_to = snapshot.last_seq;
                 }
                 if snapshot.last_seq == 0 {
                     self.note(&format!(
@@ -191,26 +212,25 @@ impl Watch {
                 }
                 None
             }
-            ServerMessage::Event(stored) => {
-                if stored.seq <= self.last_seq {
-                    return None; // seen before a reconnect
+            ServerMessage::Event(stored) => match stored.event {
+                StoredEventBody::Node(event)
+                    if stored.seq > self.caught_up_to || event.kind.is_terminal() =>
+                {
+                    self.show(&event.kind)
                 }
-                self.last_seq = stored.seq;
-                match stored.event {
-                    StoredEventBody::Node(event) => self.show(&event.kind),
-                    StoredEventBody::Edge(edge) => {
-                        self.note(&match edge.kind {
-                            EdgeEventKind::CancelRequested { by } => {
-                                format!("cancel requested by {by}")
-                            }
-                            EdgeEventKind::Stalled { silent_ms } => {
-                                format!("stalled: nothing from the node for {} s", silent_ms / 1000)
-                            }
-                        });
-                        None
-                    }
+                StoredEventBody::Node(_) => None,
+                StoredEventBody::Edge(edge) => {
+                    self.note(&match edge.kind {
+                        EdgeEventKind::CancelRequested { by } => {
+                            format!("cancel requested by {by}")
+                        }
+                        EdgeEventKind::Stalled { silent_ms } => {
+                            format!("stalled: nothing from the node for {} s", silent_ms / 1000)
+                        }
+                    });
+                    None
                 }
-            }
+            },
             ServerMessage::Error { code, message } => {
                 self.note(&format!("the edge refused a message: {code:?}: {message}"));
                 None

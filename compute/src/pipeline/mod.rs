@@ -5,6 +5,7 @@
 //! CPU-heavy steps run on blocking threads, never on the tokio reactor.
 
 mod decode;
+mod drive;
 mod fetch;
 mod infer;
 mod postprocess;
@@ -21,6 +22,7 @@ use stagecast_shared::event::{AnalysisResult, Region};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
+pub use drive::drive;
 pub use fetch::Source;
 pub use update::{Stage, StageUpdate, Update};
 

@@ -2,8 +2,9 @@
 //!
 //! A [`Publication`] takes the pipeline's events, coalesces progress ([`coalesce`]),
 //! gives each event its id and timestamp, makes it durable in the [`outbox`], and
-//! publishes batches through the [`client`] with exponential backoff and full jitter
-//! until the edge confirms them. Every answer's `cancel_requested` fires the analysis'
+//! publishes batches through the [`client`] until the edge confirms them, when and how
+//! [`stagecast_shared::send::SendPolicy`] says (linger, batch limit, backoff with full
+//! jitter, `Retry-After`, refusals). Every answer's `cancel_requested` fires the analysis'
 //! cancellation token.
 
 pub mod client;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use stagecast_shared::event::{ErrorInfo, Event, EventKind};
 use stagecast_shared::ids::AnalysisId;
-use stagecast_shared::limits::MAX_EVENTS_PER_BATCH;
+use stagecast_shared::send::{Answer, SendConfig, SendPolicy, Step};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -28,16 +29,11 @@ pub use coalesce::Coalescer;
 pub use outbox::{Outbox, OutboxError, Queue};
 pub use probe::{Probe, cpu_seconds};
 
+use crate::clock::{now_ms, now_s};
 use client::TokenCache;
 
 /// A heartbeat goes out this often while the analysis runs.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
-/// How long the first unsent event waits for others to share its request: fewer
-/// requests for the node and the edge, at most this much later on screen.
-const LINGER: Duration = Duration::from_millis(50);
-const BACKOFF_BASE: Duration = Duration::from_millis(250);
-/// Short enough that a node notices a recovered edge within seconds.
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
 
 /// How a publication ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -79,7 +75,7 @@ impl Publication {
         let (events, rx) = unbounded_channel();
         let span = tracing::info_span!("publish", analysis = %analysis);
         let task = tokio::spawn(
-            Worker {
+            Sender {
                 link,
                 analysis,
                 queue,
@@ -88,6 +84,8 @@ impl Publication {
                 ids: EventIds::new(),
                 coalescer: Coalescer::default(),
                 tokens: TokenCache::default(),
+                policy: SendPolicy::new(SendConfig::default()),
+                origin: Instant::now(),
                 delivered: Delivered {
                     confirmed: 0,
                     refused: 0,
@@ -167,7 +165,7 @@ impl EventIds {
     }
 }
 
-struct Worker {
+struct Sender {
     link: Arc<EdgeLink>,
     analysis: AnalysisId,
     queue: Queue,
@@ -176,49 +174,29 @@ struct Worker {
     ids: EventIds,
     coalescer: Coalescer,
     tokens: TokenCache,
+    policy: SendPolicy,
+    /// The zero of the policy's monotonic milliseconds.
+    origin: Instant,
     delivered: Delivered,
 }
 
-impl Worker {
+impl Sender {
     async fn run(mut self, mut rx: UnboundedReceiver<EventKind>) -> Result<Delivered, OutboxError> {
         // a run that already ended (resumed outbox) takes no new events
         let mut open = !self.queue.ended();
         let mut probe = Probe::new();
         let mut heartbeat =
             tokio::time::interval_at(Instant::now() + HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL);
-        let mut attempt = 0u32;
-        let mut retry_at: Option<Instant> = None;
-        // when the oldest unsent event may go: events that come close together share a batch
-        let mut linger: Option<Instant> = None;
-        // after a refusal naming event i > 0, the events before it go alone
-        let mut limit = MAX_EVENTS_PER_BATCH;
         loop {
             self.queue.sync()?;
-            if self.queue.is_empty() {
-                linger = None;
-            } else if linger.is_none() {
-                linger = Some(Instant::now() + LINGER);
-            }
-            // the end of a run, or a full batch, goes at once (unless backing off)
-            let urgent = !open || self.queue.ended() || self.queue.len() >= MAX_EVENTS_PER_BATCH;
-            let publish_at = linger.map(|at| {
-                let at = if urgent { Instant::now() } else { at };
-                retry_at.map_or(at, |retry| retry.max(at))
-            });
+            // the end of a run goes at once (unless backing off)
+            let urgent = !open || self.queue.ended();
+            let publish_at = self
+                .policy
+                .send_at(self.elapsed_ms(), self.queue.len(), urgent)
+                .map(|ms| self.origin + Duration::from_millis(ms));
             if publish_at.is_some_and(|at| Instant::now() >= at) {
-                retry_at = None;
-                match self.publish_once(limit).await {
-                    Ok(()) => {
-                        attempt = 0;
-                        limit = MAX_EVENTS_PER_BATCH;
-                    }
-                    Err(Retry::Fewer(n)) => limit = n,
-                    Err(Retry::Later(after)) => {
-                        attempt += 1;
-                        metrics::counter!("stagecast_publish_retries_total").increment(1);
-                        retry_at = Some(Instant::now() + after.unwrap_or_else(|| backoff(attempt)));
-                    }
-                }
+                self.publish_once().await?;
                 // take what the pipeline sent meanwhile before the next batch
                 self.drain(&mut rx)?;
                 continue;
@@ -256,6 +234,10 @@ impl Worker {
         }
     }
 
+    fn elapsed_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
     /// Everything the pipeline sent that is waiting, so one sync covers it all.
     fn drain(&mut self, rx: &mut UnboundedReceiver<EventKind>) -> Result<(), OutboxError> {
         while let Ok(kind) = rx.try_recv() {
@@ -276,10 +258,51 @@ impl Worker {
         self.queue.push(&event)
     }
 
-    async fn publish_once(&mut self, limit: usize) -> Result<(), Retry> {
-        let Some((body, count)) = self.queue.next_body(limit) else {
+    /// Sends one batch and applies the policy's verdict on the edge's answer.
+    async fn publish_once(&mut self) -> Result<(), OutboxError> {
+        let Some((body, count)) = self.queue.next_body(self.policy.batch_limit()) else {
             return Ok(());
         };
+        let answer = self.send(body, count).await;
+        let step = self
+            .policy
+            .on_answer(answer, count, self.elapsed_ms(), fastrand::f64());
+        let acked = match step {
+            Step::Confirmed(n) => {
+                self.delivered.confirmed += n as u64;
+                self.queue.ack(n)
+            }
+            Step::DropFirst => {
+                // The edge will never take this event: keep the rest flowing and say so.
+                tracing::error!("event dropped: the edge refused it for good");
+                metrics::counter!("stagecast_events_refused_total").increment(1);
+                self.delivered.refused += 1;
+                self.queue.ack(1)
+            }
+            Step::RetryAt(_) => {
+                metrics::counter!("stagecast_publish_retries_total").increment(1);
+                Ok(())
+            }
+            Step::SendFirst(_) => Ok(()),
+        };
+        if let Err(e) = acked {
+            // confirmed at the edge but not on disk: a restart would resend them, which
+            // the edge drops as duplicates by id; nothing is lost
+            tracing::error!("{e}");
+            self.policy.on_answer(
+                Answer::Failed {
+                    retry_after_ms: None,
+                },
+                count,
+                self.elapsed_ms(),
+                fastrand::f64(),
+            );
+        }
+        Ok(())
+    }
+
+    /// One request to the edge, its answer in the policy's terms.
+    async fn send(&mut self, body: String, count: usize) -> Answer {
         let token = match self
             .tokens
             .get(self.link.identity(), &self.analysis, now_s())
@@ -287,72 +310,43 @@ impl Worker {
             Ok(token) => token.to_owned(),
             Err(e) => {
                 tracing::error!("cannot sign a node token: {e}");
-                return Err(Retry::Later(None));
+                return Answer::Failed {
+                    retry_after_ms: None,
+                };
             }
         };
         match self.link.publish(&self.analysis, &token, body).await {
             Ok(response) => {
                 tracing::debug!(count, last_seq = response.last_seq, "published");
-                self.delivered.confirmed += count as u64;
-                self.ack(count)?;
                 if response.cancel_requested && !self.cancel.is_cancelled() {
                     tracing::info!("the edge asks to cancel");
                     self.cancel.cancel();
                 }
-                Ok(())
+                Answer::Stored
             }
             Err(e) if e.is_permanent() => {
                 let index = match &e {
-                    PublishError::Refused { index, .. } => index.unwrap_or(0) as usize,
-                    _ => 0,
+                    PublishError::Refused { index, .. } => *index,
+                    _ => None,
                 };
-                if index > 0 && index < count {
-                    return Err(Retry::Fewer(index));
-                }
-                // The edge will never take this event: keep the rest flowing and say so.
-                tracing::error!("event dropped, the edge refused it: {e}");
-                metrics::counter!("stagecast_events_refused_total").increment(1);
-                self.delivered.refused += 1;
-                self.ack(1)?;
-                Ok(())
+                tracing::warn!(index, "the edge refused the batch: {e}");
+                Answer::Refused { index }
             }
             Err(e) => {
-                let retry_after = match &e {
-                    PublishError::Refused { retry_after, .. } => *retry_after,
+                let retry_after_ms = match &e {
+                    PublishError::Refused { retry_after, .. } => {
+                        retry_after.map(|d| d.as_millis() as u64)
+                    }
                     _ => None,
                 };
                 tracing::warn!(
                     pending = self.queue.len(),
                     "publish failed, will retry: {e}"
                 );
-                Err(Retry::Later(retry_after))
+                Answer::Failed { retry_after_ms }
             }
         }
     }
-
-    fn ack(&mut self, n: usize) -> Result<(), Retry> {
-        self.queue.ack(n).map_err(|e| {
-            // confirmed at the edge but not on disk: a restart would resend them, which
-            // the edge drops as duplicates by id; nothing is lost
-            tracing::error!("{e}");
-            Retry::Later(None)
-        })
-    }
-}
-
-enum Retry {
-    /// Send only the first `n` events next.
-    Fewer(usize),
-    /// Wait (the edge's Retry-After, else the backoff) and send again.
-    Later(Option<Duration>),
-}
-
-/// Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^attempt)].
-fn backoff(attempt: u32) -> Duration {
-    let ceiling = BACKOFF_BASE
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(BACKOFF_CAP);
-    ceiling.mul_f64(fastrand::f64())
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -367,34 +361,9 @@ fn instant_of_ms(ms: i64) -> Instant {
     Instant::now() + Duration::from_millis(wait)
 }
 
-/// The wall clock, ms since the Unix epoch (event `ts`, token times).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn now_s() -> i64 {
-    now_ms() / 1000
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_is_jittered_below_a_doubling_ceiling_capped_at_five_seconds() {
-        for attempt in 0..40 {
-            let ceiling = BACKOFF_BASE
-                .saturating_mul(1 << attempt.min(16))
-                .min(BACKOFF_CAP);
-            for _ in 0..50 {
-                assert!(backoff(attempt) <= ceiling);
-            }
-        }
-        // full jitter: not always the ceiling
-        assert!((0..50).any(|_| backoff(10) < BACKOFF_CAP / 2));
-    }
 
     #[test]
     fn event_ids_are_unique_within_a_run_and_differ_between_runs() {

@@ -10,7 +10,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use stagecast_shared::event::{Event, EventKind};
+use stagecast_shared::event::Event;
 use stagecast_shared::ids::AnalysisId;
 use stagecast_shared::limits::{MAX_BODY_BYTES, MAX_EVENTS_PER_BATCH};
 
@@ -52,10 +52,6 @@ impl Outbox {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(io(&dir))?;
         Ok(Self { dir })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Analyses with an outbox on disk: unsent events, or a run that never ended.
@@ -104,7 +100,6 @@ pub struct Queue {
     pending: VecDeque<String>,
     acked: u64,
     unsynced: bool,
-    started: bool,
     ended: bool,
 }
 
@@ -115,7 +110,7 @@ impl Queue {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(io(&acked_path)(e)),
         };
-        let (mut pending, mut started, mut ended) = (VecDeque::new(), false, false);
+        let (mut pending, mut ended) = (VecDeque::new(), false);
         let mut valid_len = 0u64;
         if log_path.exists() {
             let file = File::open(&log_path).map_err(io(&log_path))?;
@@ -135,7 +130,6 @@ impl Queue {
                     }
                 };
                 valid_len += line.len() as u64 + 1;
-                started |= matches!(event.kind, EventKind::Started { .. });
                 ended |= event.kind.is_terminal();
                 if n as u64 >= acked {
                     pending.push_back(text);
@@ -156,7 +150,6 @@ impl Queue {
             pending,
             acked,
             unsynced: false,
-            started,
             ended,
         })
     }
@@ -168,7 +161,6 @@ impl Queue {
         bytes.extend_from_slice(line.as_bytes());
         bytes.push(b'\n');
         self.log.write_all(&bytes).map_err(io(&self.log_path))?;
-        self.started |= matches!(event.kind, EventKind::Started { .. });
         self.ended |= event.kind.is_terminal();
         self.pending.push_back(line);
         self.unsynced = true;
@@ -239,11 +231,6 @@ impl Queue {
         self.pending.is_empty()
     }
 
-    /// A `started` event is in the log.
-    pub fn started(&self) -> bool {
-        self.started
-    }
-
     /// A terminal event is in the log.
     pub fn ended(&self) -> bool {
         self.ended
@@ -264,6 +251,7 @@ fn is_torn_tail(path: &Path, offset: u64, len: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stagecast_shared::event::EventKind;
 
     fn event(id: &str, kind: EventKind) -> Event {
         Event {
@@ -359,7 +347,7 @@ mod tests {
         .unwrap();
         q.push(&event("c", EventKind::Cancelled { reason: None }))
             .unwrap();
-        assert!(q.started() && q.ended());
+        assert!(q.ended());
         q.sync().unwrap();
         q.ack(2).unwrap();
         assert!(!outbox.contains(&id("a4")));

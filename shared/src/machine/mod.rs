@@ -42,8 +42,6 @@ use crate::snapshot::{Snapshot, Status};
 use crate::stored::{EdgeEvent, EdgeEventKind, StoredEvent, StoredEventBody, edge_event_id};
 use crate::validate::{ValidationError, validate_event};
 
-pub use eta::SMOOTHING as ETA_SMOOTHING;
-
 use eta::Eta;
 use progress::Stages;
 

@@ -316,3 +316,37 @@ pub fn verify(token: &str, keys: &KeySet, now_s: i64) -> Result<VerifiedToken, T
         claims,
     })
 }
+
+/// The token of an `Authorization` header value `Bearer <token>` (scheme in any case).
+pub fn bearer_from_header(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// What a route asks of a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Need<'a> {
+    /// The scope it needs, if any.
+    pub scope: Option<Scope>,
+    /// The analysis it must grant, if any ([`ALL_ANALYSES`] for every one of the tenant).
+    pub analysis: Option<&'a str>,
+}
+
+/// Verifies `token` at `now_s`, then checks the scope and the analysis grant `need` names:
+/// the one check every authenticated route makes, at the edge and on the node.
+pub fn authorize(
+    token: Option<&str>,
+    keys: &KeySet,
+    now_s: i64,
+    need: Need<'_>,
+) -> Result<VerifiedToken, TokenError> {
+    let verified = verify(token.ok_or(TokenError::Missing)?, keys, now_s)?;
+    if let Some(scope) = need.scope {
+        verified.require_scope(scope)?;
+    }
+    if let Some(analysis) = need.analysis {
+        verified.require_analysis(analysis)?;
+    }
+    Ok(verified)
+}

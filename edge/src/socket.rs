@@ -1,0 +1,183 @@
+//! What the analysis object knows about each subscriber socket, kept in the socket's
+//! attachment so it survives hibernation, and what a client message asks of the object.
+//! Pure: the object serializes it and acts on the answers.
+
+use serde::{Deserialize, Serialize};
+use stagecast_shared::api::ErrorCode;
+use stagecast_shared::close::CloseCode;
+use stagecast_shared::ids::AnalysisId;
+use stagecast_shared::limits::MAX_CLIENT_MESSAGES_PER_SECOND;
+use stagecast_shared::ws::{ClientMessage, ServerMessage};
+
+use crate::auth::Principal;
+
+/// A socket's attachment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketInfo {
+    pub analysis_id: AnalysisId,
+    pub sub: String,
+    pub can_cancel: bool,
+    pub expires_at_ms: i64,
+    /// The one-second window of the message rate limit.
+    window_start_ms: i64,
+    window_count: u32,
+}
+
+/// What the object does with one client message when the socket stays open.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// Send this.
+    Send(ServerMessage),
+    /// Send a fresh snapshot.
+    Snapshot,
+    /// Record a cancel by this socket's `sub`.
+    Cancel,
+}
+
+impl SocketInfo {
+    pub fn new(analysis_id: &AnalysisId, principal: &Principal) -> Self {
+        Self {
+            analysis_id: analysis_id.clone(),
+            sub: principal.sub.clone(),
+            can_cancel: principal.can_cancel,
+            expires_at_ms: principal.expires_at_ms,
+            window_start_ms: 0,
+            window_count: 0,
+        }
+    }
+
+    /// Whether the socket's token has expired at `now_ms` (close with 4010).
+    pub fn expired(&self, now_ms: i64) -> bool {
+        self.expires_at_ms <= now_ms
+    }
+
+    /// The answer to client message `text` at `now_ms`, or the code to close with. Counts
+    /// the message against the rate window, so store the attachment again afterwards.
+    pub fn on_message(&mut self, text: &str, now_ms: i64) -> Result<Reply, CloseCode> {
+        if self.expired(now_ms) {
+            return Err(CloseCode::TokenExpired);
+        }
+        if now_ms - self.window_start_ms >= 1000 {
+            self.window_start_ms = now_ms;
+            self.window_count = 0;
+        }
+        self.window_count += 1;
+        if self.window_count > MAX_CLIENT_MESSAGES_PER_SECOND {
+            return Err(CloseCode::TooFast);
+        }
+        Ok(match ClientMessage::parse(text) {
+            Err(e) => Reply::Send(e.reply()?),
+            Ok(ClientMessage::Ping) => Reply::Send(ServerMessage::Pong),
+            Ok(ClientMessage::Snapshot) => Reply::Snapshot,
+            Ok(ClientMessage::Cancel) if !self.can_cancel => Reply::Send(ServerMessage::Error {
+                code: ErrorCode::InsufficientScope,
+                message: "this token lacks scope cancel".into(),
+            }),
+            Ok(ClientMessage::Cancel) => Reply::Cancel,
+        })
+    }
+}
+
+/// The earliest token expiry of `sockets` still ahead at `now_ms`.
+pub fn next_expiry<'a>(
+    sockets: impl IntoIterator<Item = &'a SocketInfo>,
+    now_ms: i64,
+) -> Option<i64> {
+    sockets
+        .into_iter()
+        .filter(|s| !s.expired(now_ms))
+        .map(|s| s.expires_at_ms)
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn socket(can_cancel: bool, expires_at_ms: i64) -> SocketInfo {
+        let principal = Principal {
+            tenant: "t".into(),
+            sub: "alice".into(),
+            can_cancel,
+            expires_at_ms,
+        };
+        SocketInfo::new(&AnalysisId::parse("a1").unwrap(), &principal)
+    }
+
+    #[test]
+    fn messages_get_their_replies() {
+        let mut s = socket(false, 10_000);
+        assert_eq!(
+            s.on_message(r#"{"type":"ping"}"#, 0),
+            Ok(Reply::Send(ServerMessage::Pong))
+        );
+        assert_eq!(
+            s.on_message(r#"{"type":"snapshot"}"#, 0),
+            Ok(Reply::Snapshot)
+        );
+        assert!(matches!(
+            s.on_message(r#"{"type":"cancel"}"#, 0),
+            Ok(Reply::Send(ServerMessage::Error {
+                code: ErrorCode::InsufficientScope,
+                ..
+            }))
+        ));
+        assert!(matches!(
+            s.on_message("nonsense", 0),
+            Ok(Reply::Send(ServerMessage::Error {
+                code: ErrorCode::InvalidMessage,
+                ..
+            }))
+        ));
+        let big = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(5000));
+        assert_eq!(s.on_message(&big, 0), Err(CloseCode::TooBig));
+        assert_eq!(
+            socket(true, 10_000).on_message(r#"{"type":"cancel"}"#, 0),
+            Ok(Reply::Cancel)
+        );
+    }
+
+    #[test]
+    fn an_expired_token_closes_with_4010() {
+        let mut s = socket(true, 5_000);
+        assert_eq!(
+            s.on_message(r#"{"type":"ping"}"#, 4_999),
+            Ok(Reply::Send(ServerMessage::Pong))
+        );
+        assert_eq!(
+            s.on_message(r#"{"type":"ping"}"#, 5_000),
+            Err(CloseCode::TokenExpired)
+        );
+    }
+
+    #[test]
+    fn the_rate_window_allows_the_limit_per_second_then_closes_with_4008() {
+        let mut s = socket(false, i64::MAX);
+        let ping = r#"{"type":"ping"}"#;
+        for i in 0..MAX_CLIENT_MESSAGES_PER_SECOND {
+            assert_eq!(
+                s.on_message(ping, 1_000 + i as i64),
+                Ok(Reply::Send(ServerMessage::Pong))
+            );
+        }
+        // the window survives a round trip through the attachment
+        let mut s: SocketInfo = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(s.on_message(ping, 1_500), Err(CloseCode::TooFast));
+        // a new second, a new window
+        let mut s = socket(false, i64::MAX);
+        for _ in 0..MAX_CLIENT_MESSAGES_PER_SECOND {
+            assert!(s.on_message(ping, 1_000).is_ok());
+        }
+        assert_eq!(
+            s.on_message(ping, 2_000),
+            Ok(Reply::Send(ServerMessage::Pong))
+        );
+    }
+
+    #[test]
+    fn the_next_expiry_skips_the_expired() {
+        let sockets = [socket(false, 100), socket(false, 300), socket(false, 200)];
+        assert_eq!(next_expiry(&sockets, 150), Some(200));
+        assert_eq!(next_expiry(&sockets, 300), None);
+    }
+}
