@@ -20,7 +20,7 @@ edge-dev: edge-build ## serve only the edge, in the foreground (see README: conf
 demo: edge-build ## run the whole thing locally: edge, a CPU node, a sample analysis followed to its result
 	@scripts/demo.sh
 
-test: edge-build ## every test of the project, one exit code
+test: setup ## every test of the project, one exit code (lint gates first, then the edge build)
 	@scripts/test.sh
 
 bench: edge-build ## the benchmarks; results go in BENCHMARKS.md

@@ -20,7 +20,8 @@ apt_install() {
 # 1. A toolchain that targets wasm32 (toolchain.md §1).
 setup_wasm_toolchain() {
   if has_rustup_wasm; then log "wasm32: rustup target present"; return; fi
-  apt_install rustc-web cargo-web rust-web-src lld-19
+  # rust-web-clippy: the lint gate of make test checks the edge for wasm32 too
+  apt_install rustc-web cargo-web rust-web-src rust-web-clippy lld-19
   local sysroot; sysroot="$(/usr/bin/rustc --print sysroot)"
   local libdir="$sysroot/lib/rustlib/wasm32-unknown-unknown/lib"
   if compgen -G "$libdir/libstd-*.rlib" >/dev/null; then log "wasm32: std present"; return; fi

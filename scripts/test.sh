@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
-# Every test of the project, one exit code. Called by `make test` after setup and the edge build.
+# Every test of the project, one exit code: the lint gates, then the edge build and the tests.
+# Called by `make test` after setup.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
+
+# Gates first: they fail in seconds where the tests take minutes.
+log "gates: cargo fmt --check, clippy -D warnings (native, and the edge for wasm32)"
+cargo fmt --all --check || die "code is not formatted: run cargo fmt --all"
+cargo clippy -q --workspace --all-targets -- -D warnings
+with_wasm_toolchain cargo clippy -q -p stagecast-edge --target wasm32-unknown-unknown --release -- -D warnings
+
+"$ROOT/scripts/edge-build.sh"
 
 log "shared crate for wasm32 (both sides of the wire use it)"
 with_wasm_toolchain cargo build -q -p stagecast-shared --target wasm32-unknown-unknown --release
@@ -10,7 +19,6 @@ export STAGECAST_ORT_DYLIB="$ORT_DYLIB" STAGECAST_MODELS_DIR="$MODELS_DIR"
 log "Rust tests: unit, property, and end to end against the real edge in workerd"
 cargo test --workspace --no-fail-fast
 
-if compgen -G "client/test/*.test.mjs" >/dev/null; then
-  log "browser client unit tests (node --test)"
-  node --test client/test/*.test.mjs
-fi
+compgen -G "client/test/*.test.mjs" >/dev/null || die "no browser client tests found in client/test/"
+log "browser client unit tests (node --test)"
+node --test client/test/*.test.mjs

@@ -296,7 +296,7 @@ fn a_pool_of_sessions_runs_batches_side_by_side_with_the_same_answers() {
     let image = image::open(&fixtures().text_png).unwrap().to_rgb8();
     let spec = model.manifest().input.clone();
     let size = spec.size_for(image.width(), image.height());
-    let tensor = stagecast_compute::pipeline::preprocess::batch(&[image], &spec, size);
+    let tensor = pipeline::preprocess::batch(&[image], &spec, size);
     let outputs: Vec<_> = std::thread::scope(|s| {
         let runs: Vec<_> = (0..4)
             .map(|_| {

@@ -46,10 +46,10 @@ fn keys(env: &Env) -> std::result::Result<Rc<KeySet>, ConfigError> {
         dev.as_deref().unwrap_or("")
     );
     KEYS.with(|cell| {
-        if let Some((seen, keys)) = cell.borrow().as_ref() {
-            if *seen == fingerprint {
-                return Ok(keys.clone());
-            }
+        if let Some((seen, keys)) = cell.borrow().as_ref()
+            && *seen == fingerprint
+        {
+            return Ok(keys.clone());
         }
         let keys = Rc::new(config::key_set(tenants.as_deref(), dev.as_deref())?);
         *cell.borrow_mut() = Some((fingerprint, keys.clone()));

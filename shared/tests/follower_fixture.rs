@@ -69,7 +69,13 @@ fn cases() -> Value {
             "repeats are dropped and a gap resumes from the last seq",
             Some(0),
             false,
-            vec![hello(0, Some(0), true), Event(1), Event(2), Event(2), Event(4)],
+            vec![
+                hello(0, Some(0), true),
+                Event(1),
+                Event(2),
+                Event(2),
+                Event(4),
+            ],
         ),
         case(
             "after a hello that could not replay everything, the first event may skip",
@@ -103,7 +109,9 @@ fn cases() -> Value {
         ),
     ];
     for refresh in [false, true] {
-        for code in [1000, 1005, 1006, 1012, 1013, 4001, 4003, 4008, 4009, 4010, 4400] {
+        for code in [
+            1000, 1005, 1006, 1012, 1013, 4001, 4003, 4008, 4009, 4010, 4400,
+        ] {
             all.push(case(
                 &format!("close {code} with refresh={refresh}"),
                 Some(0),
