@@ -19,7 +19,7 @@ use image::RgbImage;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use ort::session::RunOptions;
 use stagecast_compute::pipeline::{self, preprocess};
-use stagecast_compute::publish::{EdgeLink, NodeIdentity, Outbox, Publication, cpu_seconds};
+use stagecast_compute::publish::{EdgeClient, NodeIdentity, Outbox, Publication, cpu_seconds};
 use stagecast_compute::{
     CancellationToken, Catalog, Model, Outcome, PipelineOptions, RuntimeOptions, Source,
 };
@@ -122,7 +122,7 @@ fn main() {
         (Runs::default(), Runs::default(), Runs::default());
     let mut python = Vec::new();
     let (mut alone, mut events) = (Vec::new(), 0);
-    let node_link = link(&edge.base_url());
+    let node_client = edge_client(&edge.base_url());
     for run in 0..RUNS {
         let dead = format!("http://127.0.0.1:{}", free_port());
         let variants = [
@@ -142,7 +142,7 @@ fn main() {
             runs.fps.push(run.frames as f64 / run.seconds);
             runs.cpu_ms.push(run.cpu * 1000.0 / run.frames as f64);
             if reporting == Reporting::None {
-                let cpu = runtime.block_on(reporter_alone(&run.stream, node_link.clone()));
+                let cpu = runtime.block_on(reporter_alone(&run.stream, node_client.clone()));
                 alone.push(cpu * 1000.0 / run.frames as f64);
                 events = run.stream.len();
             }
@@ -275,9 +275,9 @@ async fn run_pipeline(
     let id = AnalysisId::parse(&format!("bench-{:x}", fastrand::u64(..))).expect("id");
     let cancel = CancellationToken::new();
     let publication = (reporting != Reporting::None).then(|| {
-        let link = link(edge.expect("an edge URL"));
+        let client = edge_client(edge.expect("an edge URL"));
         let outbox = Outbox::new(state.path()).expect("outbox");
-        Publication::start(link, &outbox, id.clone(), cancel.clone(), Arc::new(|| 0))
+        Publication::start(client, &outbox, id.clone(), cancel.clone(), Arc::new(|| 0))
             .expect("publication")
     });
     let source = Source::Path(video.to_owned());
@@ -329,27 +329,32 @@ struct Run {
     stream: Vec<(Duration, EventKind)>,
 }
 
-/// The link a node keeps to `edge` (one per node, shared by its analyses).
-fn link(edge: &str) -> Arc<EdgeLink> {
+/// The client a node keeps of `edge` (one per node, shared by its analyses).
+fn edge_client(edge: &str) -> Arc<EdgeClient> {
     let identity = NodeIdentity {
         tenant: "dev".into(),
         node_id: "bench".into(),
         key: SigningKey::dev(DEV_SECRET).expect("key"),
     };
-    Arc::new(EdgeLink::new(edge, identity).expect("link"))
+    Arc::new(EdgeClient::new(edge, identity).expect("edge client"))
 }
 
-/// The reporter alone: `stream` replayed at its own pace into a publication over `link`
+/// The reporter alone: `stream` replayed at its own pace into a publication over `client`
 /// (no pipeline running); the node's CPU seconds it took, delivery included.
-async fn reporter_alone(stream: &[(Duration, EventKind)], link: Arc<EdgeLink>) -> f64 {
+async fn reporter_alone(stream: &[(Duration, EventKind)], client: Arc<EdgeClient>) -> f64 {
     let state = tempfile::tempdir().expect("state");
     let id = AnalysisId::parse(&format!("replay-{:x}", fastrand::u64(..))).expect("id");
     let outbox = Outbox::new(state.path()).expect("outbox");
     let cpu_before = cpu_seconds().unwrap_or(0.0);
     let start = tokio::time::Instant::now();
-    let publication =
-        Publication::start(link, &outbox, id, CancellationToken::new(), Arc::new(|| 0))
-            .expect("publication");
+    let publication = Publication::start(
+        client,
+        &outbox,
+        id,
+        CancellationToken::new(),
+        Arc::new(|| 0),
+    )
+    .expect("publication");
     for (at, event) in stream {
         tokio::time::sleep_until(start + *at).await;
         publication.send(event.clone());

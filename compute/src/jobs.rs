@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::PipelineOptions;
 use crate::model::{DEFAULT_MODEL, Model};
 use crate::pipeline::{self, Outcome, Source};
-use crate::publish::{self, Delivered, EdgeLink, Outbox, OutboxError, Publication};
+use crate::publish::{self, Delivered, EdgeClient, Outbox, OutboxError, Publication};
 use crate::tracker::Tracker;
 
 /// Finished analyses kept for `GET /v1/analyses/{id}`; older ones are forgotten.
@@ -110,7 +110,7 @@ pub struct QueueLimits {
 /// Where events go: the edge, with the outbox in front of it.
 #[derive(Clone)]
 pub struct Publishing {
-    pub link: Arc<EdgeLink>,
+    pub edge: Arc<EdgeClient>,
     pub outbox: Outbox,
 }
 
@@ -180,7 +180,7 @@ impl Jobs {
         let analyses = publishing.outbox.analyses()?;
         for analysis in &analyses {
             let publication = Publication::resume(
-                publishing.link.clone(),
+                publishing.edge.clone(),
                 &publishing.outbox,
                 analysis.clone(),
                 self.depth_reader(),
@@ -330,7 +330,7 @@ impl Jobs {
 
         let publication = match &self.publishing {
             Some(p) => match Publication::start(
-                p.link.clone(),
+                p.edge.clone(),
                 &p.outbox,
                 id.clone(),
                 cancel.clone(),

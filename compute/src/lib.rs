@@ -1,13 +1,15 @@
 //! Stagecast compute node: runs ONNX analyses of images and videos and reports their
 //! progress as typed updates that map onto the wire contract's events.
 //!
-//! - [`config`]: node and analysis settings; [`clock`]: the wall clock; [`error`]: failures with contract codes.
+//! - [`config`]: node and analysis settings; [`clock`]: the wall clock; [`error`]:
+//!   failures with contract codes.
 //! - [`model`]: manifests, the catalog, loaded models; [`runtime`]: ONNX Runtime itself;
 //!   [`gpu`]: GPU figures from NVML where there is one.
-//! - [`pipeline`]: one analysis, stage by stage ([`pipeline::run`]).
+//! - [`pipeline`]: one analysis, stage by stage ([`pipeline::run`], and [`pipeline::drive`]
+//!   to hand its events on).
 //! - [`publish`]: its events to the edge, through a durable outbox, never losing one.
-//! - [`jobs`] and [`serve`]: the daemon's queue and its HTTP API; [`tracker`]: an
-//!   analysis' state as the edge will show it.
+//! - [`jobs`] and [`api`]: the daemon's queue and its HTTP API (what `serve` runs);
+//!   [`tracker`]: an analysis' state as the edge will show it.
 //!
 //! ```no_run
 //! # async fn node() -> Result<(), stagecast_compute::Error> {
@@ -34,6 +36,7 @@
 //! # }
 //! ```
 
+pub mod api;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -43,7 +46,6 @@ pub mod model;
 pub mod pipeline;
 pub mod publish;
 pub mod runtime;
-pub mod serve;
 pub mod tracker;
 
 pub use config::{Device, PipelineOptions, RuntimeOptions};

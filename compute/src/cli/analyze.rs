@@ -15,16 +15,16 @@ use stagecast_compute::{CancellationToken, Catalog, Model, Source};
 use stagecast_shared::event::EventKind;
 use stagecast_shared::ids::AnalysisId;
 
-use super::link::LinkArgs;
+use super::edge::EdgeArgs;
 use super::progress::{Bars, print_result};
 use super::{AnalyzeArgs, NodeArgs};
 
-pub async fn run(node: &NodeArgs, link: &LinkArgs, args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(node: &NodeArgs, edge: &EdgeArgs, args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let id = match &args.analysis_id {
         Some(id) => AnalysisId::parse(id).context("--analysis-id")?,
         None => new_analysis_id(),
     };
-    let publishing = link.publishing()?;
+    let publishing = edge.publishing()?;
     let runtime = node.runtime(args.pipeline.threads);
     let catalog = Catalog::load(&runtime.models_dir)?;
     let model = tokio::task::spawn_blocking({
@@ -47,13 +47,13 @@ pub async fn run(node: &NodeArgs, link: &LinkArgs, args: AnalyzeArgs) -> anyhow:
     let publication = match &publishing {
         Some(p) => {
             let publication = Publication::start(
-                p.link.clone(),
+                p.edge.clone(),
                 &p.outbox,
                 id.clone(),
                 cancel.clone(),
                 Arc::new(|| 0),
             )?;
-            eprintln!("publishing to {} as analysis {id}", p.link.base());
+            eprintln!("publishing to {} as analysis {id}", p.edge.base());
             Some(publication)
         }
         None => None,

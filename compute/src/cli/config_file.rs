@@ -112,8 +112,8 @@ mod tests {
         );
         let path = file.path().to_str().unwrap();
         let cli = parse_from(args(&["node", "--config", path, "serve", "--queue", "9"])).unwrap();
-        assert_eq!(cli.link.edge.as_deref(), Some("http://127.0.0.1:9"));
-        assert_eq!(cli.link.tenant, "acme");
+        assert_eq!(cli.edge.edge.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(cli.edge.tenant, "acme");
         let Command::Serve(serve) = cli.command else {
             panic!("not serve")
         };

@@ -3,7 +3,7 @@
 
 mod analyze;
 mod config_file;
-mod link;
+mod edge;
 mod models;
 mod progress;
 mod serve;
@@ -19,7 +19,7 @@ use stagecast_compute::model::DEFAULT_MODEL;
 use stagecast_compute::{PipelineOptions, RuntimeOptions};
 
 pub use config_file::parse;
-use link::LinkArgs;
+use edge::EdgeArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,7 +38,7 @@ pub struct Cli {
     #[command(flatten)]
     pub node: NodeArgs,
     #[command(flatten)]
-    pub link: LinkArgs,
+    pub edge: EdgeArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -140,10 +140,10 @@ fn count(s: &str) -> Result<usize, String> {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => serve::run(&cli.node, &cli.link, args).await,
-        Command::Analyze(args) => analyze::run(&cli.node, &cli.link, args).await,
-        Command::Watch(args) => watch::run(&cli.link, args).await,
-        Command::Token(args) => token::run(&cli.link, args),
+        Command::Serve(args) => serve::run(&cli.node, &cli.edge, args).await,
+        Command::Analyze(args) => analyze::run(&cli.node, &cli.edge, args).await,
+        Command::Watch(args) => watch::run(&cli.edge, args).await,
+        Command::Token(args) => token::run(&cli.edge, args),
         Command::Models => models::run(&cli.node).await,
     }
 }

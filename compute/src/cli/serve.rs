@@ -7,13 +7,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use stagecast_compute::api::{ServeState, router};
 use stagecast_compute::jobs::{Jobs, QueueLimits};
 use stagecast_compute::model::DEFAULT_MODEL;
-use stagecast_compute::serve::{ServeState, router};
 use stagecast_compute::{Catalog, Model};
 use stagecast_shared::token::KeySet;
 
-use super::link::LinkArgs;
+use super::edge::EdgeArgs;
 use super::{NodeArgs, PipelineArgs, count};
 
 /// Seconds; the figures of a CPU or GPU node fall in this range.
@@ -48,7 +48,7 @@ pub struct ServeArgs {
     pub pipeline: PipelineArgs,
 }
 
-pub async fn run(node: &NodeArgs, link: &LinkArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(node: &NodeArgs, edge: &EdgeArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let metrics = PrometheusBuilder::new()
         .set_buckets(DURATION_BUCKETS)?
         .set_buckets_for_metric(
@@ -57,16 +57,16 @@ pub async fn run(node: &NodeArgs, link: &LinkArgs, args: ServeArgs) -> anyhow::R
         )?
         .install_recorder()
         .context("installing the metrics recorder")?;
-    stagecast_compute::serve::describe_metrics();
+    stagecast_compute::api::describe_metrics();
     let keys = match &args.tenants {
         Some(json) => KeySet::from_json(json).context("--tenants")?,
-        None => link.own_key_set()?,
+        None => edge.own_key_set()?,
     };
-    let publishing = link.publishing()?;
+    let publishing = edge.publishing()?;
     if publishing.is_none() {
         tracing::warn!("no --edge: analyses run here and are published nowhere");
     }
-    let edge = publishing.as_ref().map(|p| p.link.clone());
+    let edge_client = publishing.as_ref().map(|p| p.edge.clone());
     let limits = QueueLimits {
         concurrency: args.concurrency,
         capacity: args.queue,
@@ -80,7 +80,7 @@ pub async fn run(node: &NodeArgs, link: &LinkArgs, args: ServeArgs) -> anyhow::R
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, edge = ?link.edge, "node API up; models loading");
+    tracing::info!(listen = %listener.local_addr()?, edge = ?edge.edge, "node API up; models loading");
 
     // /healthz answers while the models load; /readyz waits for them
     let mut runtime = node.runtime(args.pipeline.threads);
@@ -94,7 +94,7 @@ pub async fn run(node: &NodeArgs, link: &LinkArgs, args: ServeArgs) -> anyhow::R
         });
     }
 
-    let state = Arc::new(ServeState::new(jobs, keys, edge, metrics));
+    let state = Arc::new(ServeState::new(jobs, keys, edge_client, metrics));
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown())
         .await?;

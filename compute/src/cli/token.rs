@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use stagecast_shared::token::{ALL_ANALYSES, Scope};
 
-use super::link::LinkArgs;
+use super::edge::EdgeArgs;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Role {
@@ -48,8 +48,8 @@ pub struct TokenArgs {
     pub sub: Option<String>,
 }
 
-pub fn run(link: &LinkArgs, args: TokenArgs) -> anyhow::Result<ExitCode> {
-    let mut identity = link.identity()?;
+pub fn run(edge: &EdgeArgs, args: TokenArgs) -> anyhow::Result<ExitCode> {
+    let mut identity = edge.identity()?;
     if let Some(sub) = args.sub {
         identity.node_id = sub;
     }

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use super::link::LinkArgs;
+use super::edge::EdgeArgs;
 use super::progress::{Bars, print_result};
 
 /// No message (not even a pong) for this long: the connection is dead.
@@ -55,15 +55,15 @@ enum Ended {
     NeedsToken,
 }
 
-pub async fn run(link: &LinkArgs, args: WatchArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(edge: &EdgeArgs, args: WatchArgs) -> anyhow::Result<ExitCode> {
     let id = AnalysisId::parse(&args.analysis_id).context("analysis id")?;
-    let mut url = reqwest::Url::parse(link.edge_url()?).context("--edge")?;
+    let mut url = reqwest::Url::parse(edge.edge_url()?).context("--edge")?;
     let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
     url.set_scheme(scheme)
         .map_err(|()| anyhow::anyhow!("--edge must be an http(s) URL"))?;
     let url = url.join(&format!("v1/analyses/{id}/ws"))?;
     let mint = || -> anyhow::Result<String> {
-        Ok(link.identity()?.token(
+        Ok(edge.identity()?.token(
             &[Scope::Subscribe, Scope::Cancel],
             &[id.as_str()],
             stagecast_compute::clock::now_s(),

@@ -1,4 +1,4 @@
-//! The node's HTTP link to the edge: signed publishes and a reachability probe.
+//! The node's HTTP client of the edge: signed publishes and a reachability probe.
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use stagecast_shared::api::{ErrorBody, PublishResponse};
 use stagecast_shared::ids::AnalysisId;
 use stagecast_shared::token::{Claims, MintError, Scope, SigningKey, mint};
 
-/// Lifetime of the node tokens the link signs for itself.
+/// Lifetime of the node tokens the client signs for itself.
 const TOKEN_TTL_S: i64 = 300;
 /// A token is replaced this long before it expires.
 const TOKEN_MARGIN_S: i64 = 60;
@@ -40,7 +40,7 @@ impl NodeIdentity {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum LinkError {
+pub enum EdgeClientError {
     #[error("edge URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
     #[error("cannot build the HTTP client: {0}")]
@@ -105,15 +105,15 @@ impl TokenCache {
     }
 }
 
-pub struct EdgeLink {
+pub struct EdgeClient {
     base: Url,
     http: reqwest::Client,
     identity: NodeIdentity,
 }
 
-impl EdgeLink {
-    pub fn new(base: &str, identity: NodeIdentity) -> Result<Self, LinkError> {
-        let bad = |reason: &str| LinkError::BadUrl {
+impl EdgeClient {
+    pub fn new(base: &str, identity: NodeIdentity) -> Result<Self, EdgeClientError> {
+        let bad = |reason: &str| EdgeClientError::BadUrl {
             url: base.to_owned(),
             reason: reason.to_owned(),
         };

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub use client::{EdgeLink, LinkError, NodeIdentity, PublishError};
+pub use client::{EdgeClient, EdgeClientError, NodeIdentity, PublishError};
 pub use coalesce::Coalescer;
 pub use outbox::{Outbox, OutboxError, Queue};
 pub use probe::{Probe, cpu_seconds};
@@ -65,7 +65,7 @@ pub struct Publication {
 impl Publication {
     /// Starts publishing `analysis`, after whatever an earlier run left in its outbox.
     pub fn start(
-        link: Arc<EdgeLink>,
+        edge: Arc<EdgeClient>,
         outbox: &Outbox,
         analysis: AnalysisId,
         cancel: CancellationToken,
@@ -76,7 +76,7 @@ impl Publication {
         let span = tracing::info_span!("publish", analysis = %analysis);
         let task = tokio::spawn(
             Sender {
-                link,
+                edge,
                 analysis,
                 queue,
                 cancel,
@@ -101,13 +101,13 @@ impl Publication {
     /// started and never ended (the node died under it) ends as `failed` with the
     /// retryable code `node_restarted`, so its watchers are not left waiting.
     pub fn resume(
-        link: Arc<EdgeLink>,
+        edge: Arc<EdgeClient>,
         outbox: &Outbox,
         analysis: AnalysisId,
         queue_depth: QueueDepth,
     ) -> Result<Self, OutboxError> {
         let publication = Self::start(
-            link,
+            edge,
             outbox,
             analysis,
             CancellationToken::new(),
@@ -166,7 +166,7 @@ impl EventIds {
 }
 
 struct Sender {
-    link: Arc<EdgeLink>,
+    edge: Arc<EdgeClient>,
     analysis: AnalysisId,
     queue: Queue,
     cancel: CancellationToken,
@@ -305,7 +305,7 @@ impl Sender {
     async fn send(&mut self, body: String, count: usize) -> Answer {
         let token = match self
             .tokens
-            .get(self.link.identity(), &self.analysis, now_s())
+            .get(self.edge.identity(), &self.analysis, now_s())
         {
             Ok(token) => token.to_owned(),
             Err(e) => {
@@ -315,7 +315,7 @@ impl Sender {
                 };
             }
         };
-        match self.link.publish(&self.analysis, &token, body).await {
+        match self.edge.publish(&self.analysis, &token, body).await {
             Ok(response) => {
                 tracing::debug!(count, last_seq = response.last_seq, "published");
                 if response.cancel_requested && !self.cancel.is_cancelled() {

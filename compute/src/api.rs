@@ -17,7 +17,7 @@ use stagecast_shared::token::{self, KeySet, Need, Scope, TokenError, VerifiedTok
 
 use crate::clock::now_s;
 use crate::jobs::{JobRequest, Jobs, SubmitError};
-use crate::publish::EdgeLink;
+use crate::publish::EdgeClient;
 
 /// Submissions are small JSON documents.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -30,7 +30,7 @@ pub struct ServeState {
     pub jobs: Arc<Jobs>,
     /// Verifies the admin tokens of the node API.
     pub keys: KeySet,
-    pub edge: Option<Arc<EdgeLink>>,
+    pub edge: Option<Arc<EdgeClient>>,
     pub metrics: PrometheusHandle,
     edge_probe: Mutex<Option<(Instant, bool)>>,
 }
@@ -39,7 +39,7 @@ impl ServeState {
     pub fn new(
         jobs: Arc<Jobs>,
         keys: KeySet,
-        edge: Option<Arc<EdgeLink>>,
+        edge: Option<Arc<EdgeClient>>,
         metrics: PrometheusHandle,
     ) -> Self {
         Self {
@@ -51,14 +51,14 @@ impl ServeState {
         }
     }
 
-    async fn edge_reachable(&self, link: &EdgeLink) -> bool {
+    async fn edge_reachable(&self, edge: &EdgeClient) -> bool {
         let cached = *self.edge_probe.lock().expect("probe lock");
         if let Some((at, ok)) = cached
             && at.elapsed() < READY_CACHE
         {
             return ok;
         }
-        let ok = link.reachable().await;
+        let ok = edge.reachable().await;
         *self.edge_probe.lock().expect("probe lock") = Some((Instant::now(), ok));
         ok
     }
@@ -270,12 +270,12 @@ async fn readyz(State(state): State<Arc<ServeState>>) -> Result<&'static str, Fa
     if !state.jobs.has_models() {
         return Err(Failure::new(ErrorCode::Unavailable, "models are loading"));
     }
-    if let Some(link) = &state.edge
-        && !state.edge_reachable(link).await
+    if let Some(edge) = &state.edge
+        && !state.edge_reachable(edge).await
     {
         return Err(Failure::new(
             ErrorCode::Unavailable,
-            format!("the edge at {} does not answer", link.base()),
+            format!("the edge at {} does not answer", edge.base()),
         ));
     }
     Ok("ready\n")

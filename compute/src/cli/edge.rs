@@ -7,11 +7,11 @@ use anyhow::{Context, bail};
 use clap::Args;
 use stagecast_compute::config;
 use stagecast_compute::jobs::Publishing;
-use stagecast_compute::publish::{EdgeLink, NodeIdentity, Outbox};
+use stagecast_compute::publish::{EdgeClient, NodeIdentity, Outbox};
 use stagecast_shared::token::{KeySet, SigningKey};
 
 #[derive(Debug, Args)]
-pub struct LinkArgs {
+pub struct EdgeArgs {
     /// Base URL of the edge, e.g. http://127.0.0.1:8787 [default: none, nothing is published]
     #[arg(long, global = true, env = "STAGECAST_EDGE_URL")]
     pub edge: Option<String>,
@@ -41,7 +41,7 @@ pub struct LinkArgs {
     pub state_dir: PathBuf,
 }
 
-impl LinkArgs {
+impl EdgeArgs {
     pub fn identity(&self) -> anyhow::Result<NodeIdentity> {
         let key = match (&self.secret, &self.key_file) {
             (Some(secret), None) => SigningKey::hs256(&self.key_id, secret.as_bytes())?,
@@ -75,10 +75,10 @@ impl LinkArgs {
         let Some(edge) = &self.edge else {
             return Ok(None);
         };
-        let link = EdgeLink::new(edge, self.identity()?)?;
+        let client = EdgeClient::new(edge, self.identity()?)?;
         let outbox = Outbox::new(self.state_dir.join("outbox"))?;
         Ok(Some(Publishing {
-            link: Arc::new(link),
+            edge: Arc::new(client),
             outbox,
         }))
     }
