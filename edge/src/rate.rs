@@ -27,6 +27,14 @@ pub struct Limited {
 }
 
 impl Limited {
+    /// What the 429 says, for a bucket of `rate` batches a second and `burst`.
+    pub fn message(&self, rate: u64, burst: u64) -> String {
+        format!(
+            "this analysis takes at most {rate} publish batches a second (bursts of {burst}): retry after {} s",
+            self.retry_after_secs()
+        )
+    }
+
     /// The `Retry-After` header's value: whole seconds, rounded up, at least 1.
     pub fn retry_after_secs(&self) -> u64 {
         self.retry_after_ms.div_ceil(1000).max(1)

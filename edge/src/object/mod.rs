@@ -1,0 +1,129 @@
+//! The Durable Object of one analysis: the shared state machine over SQLite storage, with
+//! subscribers on the hibernation API. Socket facts live in attachments ([`crate::socket`])
+//! and the state in SQL ([`crate::store`]), so an evicted object rebuilt by `new()` loses
+//! nothing. This file is the runtime's entry points; [`state`] keeps the state machine in
+//! step with storage and [`ops`] answers each operation.
+
+mod ops;
+mod state;
+
+use std::cell::{Cell, RefCell};
+
+use stagecast_shared::Analysis;
+use stagecast_shared::api::{ErrorBody, ErrorCode};
+use stagecast_shared::ws::{ClientMessage, ServerMessage};
+use tracing::Instrument;
+use worker::{
+    DurableObject, Env, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage,
+    durable_object,
+};
+
+use crate::auth::parse_object_name;
+use crate::forward::{Forwarded, OP_HEADER};
+use crate::rate::PublishBucket;
+use crate::respond::{error_response, truncate_reason};
+use crate::socket::SocketInfo;
+use crate::store::Store;
+
+#[durable_object]
+pub struct AnalysisObject {
+    state: State,
+    env: Env,
+    /// The state machine, loaded from storage on first use after (re)construction.
+    analysis: RefCell<Option<Analysis>>,
+    /// The publish rate limit; in memory only, so a rebuilt object starts it full.
+    bucket: RefCell<Option<PublishBucket>>,
+    /// The verified tenant, for log lines outside a request (alarm, socket events).
+    tenant: RefCell<Option<String>>,
+    /// Whether storage holds the tenant: it is written with the first commit, so a
+    /// read-only visit never leaves storage behind.
+    tenant_saved: Cell<bool>,
+}
+
+impl DurableObject for AnalysisObject {
+    fn new(state: State, env: Env) -> Self {
+        crate::log::init();
+        if let Err(e) = Store::new(state.storage().sql()).migrate() {
+            let name = state.id().name().unwrap_or_default();
+            let (tenant, analysis_id) = parse_object_name(&name).unwrap_or(("unknown", ""));
+            tracing::error!(tenant, analysis_id, error = %e, "schema migration failed");
+        }
+        // Pings are answered by the runtime without waking the object.
+        let ping = serde_json::to_string(&ClientMessage::Ping).unwrap_or_default();
+        let pong = serde_json::to_string(&ServerMessage::Pong).unwrap_or_default();
+        if let Ok(pair) = worker::worker_sys::WebSocketRequestResponsePair::new(&ping, &pong) {
+            state.set_websocket_auto_response(&pair);
+        }
+        Self {
+            state,
+            env,
+            analysis: RefCell::new(None),
+            bucket: RefCell::new(None),
+            tenant: RefCell::new(None),
+            tenant_saved: Cell::new(false),
+        }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        let Some(header) = req.headers().get(OP_HEADER)? else {
+            return error_response(&ErrorBody::new(ErrorCode::NotFound, "not an edge request"));
+        };
+        let fwd: Forwarded = serde_json::from_str(&header)?;
+        let span = tracing::info_span!("object", tenant = %fwd.principal.tenant, analysis_id = %fwd.analysis_id);
+        self.handle(req, fwd).instrument(span).await
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        let id = self
+            .with_stored(|a| a.analysis_id().to_string())?
+            .unwrap_or_default();
+        let span = tracing::info_span!("alarm", tenant = %self.tenant(), analysis_id = %id);
+        self.on_alarm().instrument(span).await
+    }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        let Some(info) = ws.deserialize_attachment::<SocketInfo>()? else {
+            return Ok(());
+        };
+        let span =
+            tracing::info_span!("socket", tenant = %self.tenant(), analysis_id = %info.analysis_id);
+        let _enter = span.enter(); // no await below
+        let text = match message {
+            WebSocketIncomingMessage::String(text) => text,
+            WebSocketIncomingMessage::Binary(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        };
+        self.on_socket_message(&ws, info, &text)
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        code: usize,
+        reason: String,
+        _clean: bool,
+    ) -> Result<()> {
+        // Reciprocate; 1005 and 1006 are reserved and may not be sent.
+        let code = if code == 1000 || (3000..=4999).contains(&code) {
+            code as u16
+        } else {
+            1000
+        };
+        let _ = ws.close(Some(code), Some(truncate_reason(&reason)));
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, error: worker::Error) -> Result<()> {
+        let analysis_id = ws
+            .deserialize_attachment::<SocketInfo>()
+            .ok()
+            .flatten()
+            .map(|info| info.analysis_id.to_string())
+            .unwrap_or_default();
+        tracing::info!(tenant = %self.tenant(), analysis_id, error = %error, "socket error");
+        Ok(())
+    }
+}

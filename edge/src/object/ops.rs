@@ -1,0 +1,244 @@
+//! What the analysis object does for each operation the Worker forwards, for its alarm and
+//! for each client message on a socket.
+
+use stagecast_shared::api::{ApiError, CancelResponse, ErrorBody, ErrorCode};
+use stagecast_shared::close::CloseCode;
+use stagecast_shared::ids::AnalysisId;
+use stagecast_shared::stored::EventsPage;
+use stagecast_shared::validate::parse_publish_body;
+use stagecast_shared::ws::ServerMessage;
+use worker::{Request, Response, Result, WebSocket, WebSocketPair};
+
+use super::AnalysisObject;
+use crate::clock::now_ms;
+use crate::config::Limits;
+use crate::deadline::retention_over;
+use crate::forward::{Forwarded, Op};
+use crate::rate::PublishBucket;
+use crate::respond::{
+    close, error_response, json_response, rate_limited_response, refuse_websocket,
+    websocket_response,
+};
+use crate::socket::{Reply, SocketInfo, next_expiry};
+
+/// How often clients should ping; they treat 45 s of silence as a dead connection.
+const HEARTBEAT_MS: u64 = 15_000;
+
+fn send(ws: &WebSocket, message: &ServerMessage) -> Result<()> {
+    ws.send_with_str(serde_json::to_string(message)?)
+}
+
+impl AnalysisObject {
+    async fn publish(
+        &self,
+        mut req: Request,
+        id: &AnalysisId,
+        limits: &Limits,
+    ) -> Result<Response> {
+        let (rate, burst) = (limits.publish_rate, limits.publish_burst());
+        let taken = PublishBucket::take_from(&mut self.bucket.borrow_mut(), rate, burst, now_ms());
+        if let Err(limited) = taken {
+            tracing::info!(
+                retry_after_ms = limited.retry_after_ms,
+                rate,
+                "publish rate limited"
+            );
+            return rate_limited_response(limited.message(rate, burst), limited.retry_after_secs());
+        }
+        let request = match parse_publish_body(&req.bytes().await?) {
+            Ok(r) => r,
+            Err(e) => return error_response(&e.body()),
+        };
+        let ids: Vec<&str> = request.events.iter().map(|e| e.id.as_str()).collect();
+        let known = self.store().known_ids(&ids)?;
+        let now = now_ms();
+        let applied = self.with_analysis(id, |a| {
+            a.apply_batch(request.events, now, |id| known.contains(id))
+        })?;
+        match applied {
+            Err(e) => {
+                tracing::info!(error = %e, "publish refused");
+                error_response(&e.body())
+            }
+            Ok(outcome) => {
+                self.commit(&outcome.stored, limits)?;
+                self.schedule(limits, None, false).await?;
+                json_response(&outcome.response(), 200)
+            }
+        }
+    }
+
+    /// Records a cancel by `by` once, and tells every socket.
+    fn request_cancel(
+        &self,
+        id: &AnalysisId,
+        by: &str,
+        limits: &Limits,
+    ) -> Result<std::result::Result<(), ErrorBody>> {
+        let now = now_ms();
+        match self.with_analysis(id, |a| (a.request_cancel(by, now), a.status()))? {
+            (Some(event), _) => {
+                tracing::info!(by, "cancel requested");
+                self.commit(&[event], limits)?;
+                Ok(Ok(()))
+            }
+            (None, status) if status.is_terminal() => Ok(Err(ErrorBody::new(
+                ErrorCode::AnalysisFinished,
+                format!(
+                    "the analysis is {}: there is nothing to cancel",
+                    status.as_str()
+                ),
+            ))),
+            // Already requested: asking again changes nothing.
+            (None, _) => Ok(Ok(())),
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        fwd: &Forwarded,
+        since: Option<u64>,
+        select_subprotocol: bool,
+        limits: &Limits,
+    ) -> Result<Response> {
+        if self.state.get_websockets().len() >= limits.max_sockets {
+            let reason = format!(
+                "too many subscribers ({}): try again later",
+                limits.max_sockets
+            );
+            return refuse_websocket(CloseCode::TryAgainLater, &reason, select_subprotocol);
+        }
+        let pair = WebSocketPair::new()?;
+        self.state.accept_web_socket(&pair.server);
+        pair.server
+            .serialize_attachment(SocketInfo::new(&fwd.analysis_id, &fwd.principal))?;
+        // Hello and the replay go out with no await in between: no event can slip past.
+        let snapshot = self.with_analysis(&fwd.analysis_id, |a| a.snapshot())?;
+        let (frames, recovered) = match since {
+            None => (Vec::new(), true),
+            Some(since) => self.store().frames_after(since, snapshot.last_seq)?,
+        };
+        let hello = ServerMessage::Hello {
+            analysis_id: fwd.analysis_id.to_string(),
+            snapshot,
+            server_ts: now_ms(),
+            heartbeat_ms: HEARTBEAT_MS,
+            resumed_from: since,
+            recovered,
+        };
+        send(&pair.server, &hello)?;
+        for text in &frames {
+            pair.server.send_with_str(text)?;
+        }
+        self.schedule(limits, Some(fwd.principal.expires_at_ms), false)
+            .await?;
+        websocket_response(pair.client, select_subprotocol)
+    }
+
+    pub(super) async fn handle(&self, req: Request, fwd: Forwarded) -> Result<Response> {
+        *self.tenant.borrow_mut() = Some(fwd.principal.tenant.clone());
+        let limits = match self.limits() {
+            Ok(l) => l,
+            Err(body) => return error_response(&body),
+        };
+        let id = &fwd.analysis_id;
+        match &fwd.op {
+            Op::Publish => self.publish(req, id, &limits).await,
+            Op::Snapshot => json_response(&self.with_analysis(id, |a| a.snapshot())?, 200),
+            Op::Events { since, limit } => {
+                let last_seq = self.with_analysis(id, |a| a.last_seq())?;
+                let events = self.store().events_after(*since, *limit)?;
+                json_response(&EventsPage { events, last_seq }, 200)
+            }
+            Op::Cancel => match self.request_cancel(id, &fwd.principal.sub, &limits)? {
+                Ok(()) => json_response(
+                    &CancelResponse {
+                        cancel_requested: true,
+                    },
+                    202,
+                ),
+                Err(body) => error_response(&body),
+            },
+            Op::Subscribe {
+                since,
+                select_subprotocol,
+            } => {
+                self.subscribe(&fwd, *since, *select_subprotocol, &limits)
+                    .await
+            }
+        }
+    }
+
+    pub(super) async fn on_alarm(&self) -> Result<Response> {
+        let Ok(limits) = self.limits() else {
+            return Response::ok("misconfigured");
+        };
+        let now = now_ms();
+        if self.with_stored(|a| retention_over(a, &limits, now))? == Some(true) {
+            tracing::info!("retention over: deleting the analysis");
+            self.store().wipe()?;
+            *self.analysis.borrow_mut() = None;
+            // The stored tenant went with the rest; the next commit writes it again.
+            self.tenant_saved.set(false);
+            for ws in self.state.get_websockets() {
+                close(
+                    &ws,
+                    CloseCode::Normal,
+                    "analysis deleted after its retention period",
+                );
+            }
+            return Response::ok("deleted");
+        }
+        if let Some(event) = self
+            .with_stored(|a| a.check_stall(now, limits.stall_timeout_ms as u64))?
+            .flatten()
+        {
+            tracing::info!("stalled");
+            self.commit(&[event], &limits)?;
+        }
+        // Close sockets whose token expired; wake again for the next expiry.
+        let mut live = Vec::new();
+        for ws in self.state.get_websockets() {
+            match ws.deserialize_attachment::<SocketInfo>() {
+                Ok(Some(info)) if info.expired(now) => close(&ws, CloseCode::TokenExpired, ""),
+                Ok(Some(info)) => live.push(info),
+                _ => {}
+            }
+        }
+        self.schedule(&limits, next_expiry(&live, now), true)
+            .await?;
+        Response::ok("ok")
+    }
+
+    pub(super) fn on_socket_message(
+        &self,
+        ws: &WebSocket,
+        mut info: SocketInfo,
+        text: &str,
+    ) -> Result<()> {
+        let reply = match info.on_message(text, now_ms()) {
+            Ok(reply) => reply,
+            Err(code) => {
+                close(ws, code, "");
+                return Ok(());
+            }
+        };
+        ws.serialize_attachment(&info)?;
+        match reply {
+            Reply::Send(message) => send(ws, &message),
+            Reply::Snapshot => {
+                let snapshot = self.with_analysis(&info.analysis_id, |a| a.snapshot())?;
+                send(ws, &ServerMessage::Snapshot { snapshot })
+            }
+            Reply::Cancel => {
+                let refused = match self.limits() {
+                    Ok(limits) => self
+                        .request_cancel(&info.analysis_id, &info.sub, &limits)?
+                        .err(),
+                    Err(body) => Some(body),
+                };
+                refused.map_or(Ok(()), |body| send(ws, &body.into()))
+            }
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The analysis object's state: the state machine loaded from storage on first use, each
+//! commit of events and state with its fan-out to the sockets, and the one alarm.
+
+use std::cell::RefMut;
+
+use stagecast_shared::Analysis;
+use stagecast_shared::api::{ErrorBody, ErrorCode};
+use stagecast_shared::ids::AnalysisId;
+use stagecast_shared::stored::StoredEvent;
+use stagecast_shared::ws::ServerMessage;
+use worker::{Result, ScheduledTime};
+
+use super::AnalysisObject;
+use crate::auth::parse_object_name;
+use crate::config::Limits;
+use crate::deadline::next_alarm;
+use crate::store::Store;
+
+impl AnalysisObject {
+    pub(super) fn store(&self) -> Store {
+        Store::new(self.state.storage().sql())
+    }
+
+    /// The tenant this object belongs to: from a request, the object's name
+    /// (`tenant/analysis`) or storage; "unknown" only if all of them fail.
+    pub(super) fn tenant(&self) -> String {
+        let mut cell = self.tenant.borrow_mut();
+        if cell.is_none() {
+            *cell = (self.state.id().name())
+                .and_then(|name| parse_object_name(&name).map(|(t, _)| t.to_owned()))
+                .or_else(|| self.store().load_tenant().ok().flatten());
+        }
+        cell.clone().unwrap_or_else(|| "unknown".to_owned())
+    }
+
+    pub(super) fn limits(&self) -> std::result::Result<Limits, ErrorBody> {
+        Limits::from_vars(|name| self.env.var(name).ok().map(|v| v.to_string())).map_err(|e| {
+            tracing::error!(error = %e, "edge misconfigured");
+            ErrorBody::new(ErrorCode::Internal, "the edge is misconfigured")
+        })
+    }
+
+    /// The state machine, loaded from storage on first use.
+    pub(super) fn loaded(&self) -> Result<RefMut<'_, Option<Analysis>>> {
+        let mut cell = self.analysis.borrow_mut();
+        if cell.is_none() {
+            *cell = self.store().load_analysis()?;
+        }
+        Ok(cell)
+    }
+
+    /// Runs `f` on the stored analysis, if there is one.
+    pub(super) fn with_stored<R>(&self, f: impl FnOnce(&mut Analysis) -> R) -> Result<Option<R>> {
+        Ok(self.loaded()?.as_mut().map(f))
+    }
+
+    /// Runs `f` on analysis `id`, pending if nothing is stored yet.
+    pub(super) fn with_analysis<R>(
+        &self,
+        id: &AnalysisId,
+        f: impl FnOnce(&mut Analysis) -> R,
+    ) -> Result<R> {
+        Ok(f(self
+            .loaded()?
+            .get_or_insert_with(|| Analysis::new(id.clone()))))
+    }
+
+    /// Stores new events and the state, then sends each event to every socket, in order.
+    /// Nothing awaits in between, so the writes commit together or not at all.
+    pub(super) fn commit(&self, stored: &[StoredEvent], limits: &Limits) -> Result<()> {
+        let store = self.store();
+        let written = (|| {
+            let mut frames = Vec::with_capacity(stored.len());
+            for event in stored {
+                let text = serde_json::to_string(&ServerMessage::Event(event.clone()))?;
+                store.insert_event(event, &text)?;
+                frames.push(text);
+            }
+            if !self.tenant_saved.get() {
+                store.save_tenant(&self.tenant())?;
+            }
+            if let Some(analysis) = self.analysis.borrow().as_ref() {
+                store.save_analysis(analysis)?;
+                store.trim_history(analysis.last_seq(), limits.history_limit)?;
+            }
+            Ok::<_, worker::Error>(frames)
+        })();
+        let frames = written.inspect_err(|_| {
+            // Reload from storage next time rather than trust a state storage did not take.
+            *self.analysis.borrow_mut() = None;
+        })?;
+        self.tenant_saved.set(true);
+        let sockets = self.state.get_websockets();
+        for text in &frames {
+            for ws in &sockets {
+                // A socket closing concurrently may refuse the frame; it will resume with since.
+                let _ = ws.send_with_str(text);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure the one alarm fires by the earliest pending deadline; `replace` drops
+    /// the current alarm first (the alarm handler, which consumed it).
+    pub(super) async fn schedule(
+        &self,
+        limits: &Limits,
+        socket_expiry: Option<i64>,
+        replace: bool,
+    ) -> Result<()> {
+        let analysis = self.analysis.borrow().clone();
+        let Some(deadline) = next_alarm(analysis.as_ref(), limits, socket_expiry) else {
+            return Ok(());
+        };
+        let storage = self.state.storage();
+        let current = if replace {
+            None
+        } else {
+            storage.get_alarm().await?
+        };
+        if current.is_none_or(|c| deadline < c) {
+            let at = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(deadline as f64));
+            storage.set_alarm(ScheduledTime::new(at)).await?;
+        }
+        Ok(())
+    }
+}
