@@ -106,13 +106,16 @@ mod tests {
         SocketInfo::new(&AnalysisId::parse("a1").unwrap(), &principal)
     }
 
+    const PING: &str = r#"{"type":"ping"}"#;
+
+    fn pong() -> Result<Reply, CloseCode> {
+        Ok(Reply::Send(Box::new(ServerMessage::Pong)))
+    }
+
     #[test]
     fn messages_get_their_replies() {
         let mut s = socket(false, 10_000);
-        assert_eq!(
-            s.on_message(r#"{"type":"ping"}"#, 0),
-            Ok(Reply::Send(Box::new(ServerMessage::Pong)))
-        );
+        assert_eq!(s.on_message(PING, 0), pong());
         assert_eq!(
             s.on_message(r#"{"type":"snapshot"}"#, 0),
             Ok(Reply::Snapshot)
@@ -143,38 +146,25 @@ mod tests {
     #[test]
     fn an_expired_token_closes_with_4010() {
         let mut s = socket(true, 5_000);
-        assert_eq!(
-            s.on_message(r#"{"type":"ping"}"#, 4_999),
-            Ok(Reply::Send(Box::new(ServerMessage::Pong)))
-        );
-        assert_eq!(
-            s.on_message(r#"{"type":"ping"}"#, 5_000),
-            Err(CloseCode::TokenExpired)
-        );
+        assert_eq!(s.on_message(PING, 4_999), pong());
+        assert_eq!(s.on_message(PING, 5_000), Err(CloseCode::TokenExpired));
     }
 
     #[test]
     fn the_rate_window_allows_the_limit_per_second_then_closes_with_4008() {
         let mut s = socket(false, i64::MAX);
-        let ping = r#"{"type":"ping"}"#;
         for i in 0..MAX_CLIENT_MESSAGES_PER_SECOND {
-            assert_eq!(
-                s.on_message(ping, 1_000 + i as i64),
-                Ok(Reply::Send(Box::new(ServerMessage::Pong)))
-            );
+            assert_eq!(s.on_message(PING, 1_000 + i as i64), pong());
         }
         // the window survives a round trip through the attachment
         let mut s: SocketInfo = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
-        assert_eq!(s.on_message(ping, 1_500), Err(CloseCode::TooFast));
+        assert_eq!(s.on_message(PING, 1_500), Err(CloseCode::TooFast));
         // a new second, a new window
         let mut s = socket(false, i64::MAX);
         for _ in 0..MAX_CLIENT_MESSAGES_PER_SECOND {
-            assert!(s.on_message(ping, 1_000).is_ok());
+            assert!(s.on_message(PING, 1_000).is_ok());
         }
-        assert_eq!(
-            s.on_message(ping, 2_000),
-            Ok(Reply::Send(Box::new(ServerMessage::Pong)))
-        );
+        assert_eq!(s.on_message(PING, 2_000), pong());
     }
 
     #[test]

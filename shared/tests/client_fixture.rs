@@ -3,6 +3,8 @@
 //! the snapshot after each step, in client/test/fixtures/machine-histories.json (which
 //! client/test/snapshot.test.mjs replays). It fails when the file is out of date;
 //! regenerate with `STAGECAST_BLESS=1 cargo test -p stagecast-shared --test client_fixture`.
+mod common;
+
 use serde_json::{Value, json};
 use stagecast_shared::{Analysis, AnalysisId, Event};
 
@@ -154,18 +156,5 @@ fn histories() -> Value {
 
 #[test]
 fn client_fixture_matches_the_state_machine() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../client/test/fixtures/machine-histories.json");
-    let generated = format!("{}\n", serde_json::to_string_pretty(&histories()).unwrap());
-    if std::env::var_os("STAGECAST_BLESS").is_some() {
-        std::fs::write(&path, &generated).unwrap();
-        return;
-    }
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        committed == generated,
-        "{} is out of date with the state machine. Regenerate it with: \
-         STAGECAST_BLESS=1 cargo test -p stagecast-shared --test client_fixture",
-        path.display()
-    );
+    common::check_client_fixture("machine-histories.json", &histories(), "client_fixture");
 }

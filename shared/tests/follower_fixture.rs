@@ -4,7 +4,7 @@
 //! client/test/follower.test.mjs replays against `AnalysisClient`. It fails when the file
 //! is out of date; regenerate with
 //! `STAGECAST_BLESS=1 cargo test -p stagecast-shared --test follower_fixture`.
-use std::path::PathBuf;
+mod common;
 
 use serde_json::{Value, json};
 use stagecast_shared::follow::{AfterClose, Arrival, Follower};
@@ -125,18 +125,5 @@ fn cases() -> Value {
 
 #[test]
 fn follower_cases_fixture_is_current() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../client/test/fixtures/follower-cases.json");
-    let generated = serde_json::to_string_pretty(&cases()).unwrap() + "\n";
-    if std::env::var_os("STAGECAST_BLESS").is_some() {
-        std::fs::write(&path, &generated).unwrap();
-        return;
-    }
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        committed == generated,
-        "{} is out of date with stagecast_shared::follow.\n\
-         Regenerate it with: STAGECAST_BLESS=1 cargo test -p stagecast-shared --test follower_fixture",
-        path.display()
-    );
+    common::check_client_fixture("follower-cases.json", &cases(), "follower_fixture");
 }

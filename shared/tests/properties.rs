@@ -68,22 +68,10 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// A history that usually starts (an early `started` makes the rest interesting).
 fn history() -> impl Strategy<Value = Vec<Op>> {
-    (
-        prop::bool::weighted(0.9),
-        prop::collection::vec(op(), 0..40),
-    )
-        .prop_map(|(start, mut ops)| {
-            if start {
-                ops.insert(
-                    0,
-                    Op::Batch {
-                        events: vec![(200, Ev::Started(3))],
-                        dt: 0,
-                    },
-                );
-            }
-            ops
-        })
+    prop_oneof![
+        9 => started_history(),
+        1 => prop::collection::vec(op(), 0..40),
+    ]
 }
 
 /// A history that starts: its `started` is stored, so the log holds at least one node id.

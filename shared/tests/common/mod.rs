@@ -130,3 +130,24 @@ pub fn running(now: i64) -> Analysis {
     .unwrap();
     a
 }
+
+/// Checks the committed client fixture `client/test/fixtures/<file>` against `generated`,
+/// what the Rust code decides, so the browser client's tests replay the same cases; with
+/// `STAGECAST_BLESS=1` rewrites it instead. `test` names the test binary, for the hint.
+pub fn check_client_fixture(file: &str, generated: &serde_json::Value, test: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../client/test/fixtures")
+        .join(file);
+    let generated = format!("{}\n", serde_json::to_string_pretty(generated).unwrap());
+    if std::env::var_os("STAGECAST_BLESS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{} is out of date with the Rust code. Regenerate it with: \
+         STAGECAST_BLESS=1 cargo test -p stagecast-shared --test {test}",
+        path.display()
+    );
+}
