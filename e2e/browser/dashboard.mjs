@@ -1,28 +1,39 @@
-// Drives the dashboard in Debian's headless Chromium for the Rust browser tests
-// (compute/tests/dashboard.rs). Argument: JSON {url, screenshot, timeout_ms,
-// cancel_at_stage?, settle_ms?}. Prints one JSON object per line: {"type":"opened"},
-// {"type":"status", ...} on every change of what the page shows, {"type":"clicked_cancel"},
-// and last {"type":"final", ...} with everything the tests check.
+// Drives the Stagecast pages in Debian's headless Chromium for the Rust browser tests
+// (tests/dashboard.rs). Argument: JSON {url, screenshot, timeout_ms, view?, audit?, open_id?,
+// cancel_at_stage?, settle_ms?}. Prints one JSON object per line, last {"type":"final", ...}
+// with everything the tests check.
+//
+// view "dashboard" (the default): {"type":"opened"}, {"type":"status", ...} on every change
+// of what the page shows, {"type":"clicked_cancel"}, {"type":"audit", at, violations} the
+// first time the page shows each status listed in `audit` once connected, then the final line.
+// view "tenant": the tenant view opened with a token; audits "grants" once the token's grants
+// show, submits the form without an id, audits "form_error" and takes the screenshot, then
+// submits `open_id` and reports the address it went to.
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
 
 const options = JSON.parse(process.argv[2]);
 const say = (obj) => process.stdout.write(`${JSON.stringify(obj)}\n`);
+const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+const WCAG_21_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"];
 
-const browser = await chromium.launch({
-  executablePath: process.env.STAGECAST_CHROMIUM ?? "/usr/bin/chromium",
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
-try {
-  const page = await browser.newPage({ viewport: { width: 390, height: 900 } });
-  const consoleErrors = [];
-  page.on("console", (m) => m.type() === "error" && consoleErrors.push(m.text()));
-  page.on("pageerror", (e) => consoleErrors.push(String(e)));
-  await page.goto(options.url);
-  say({ type: "opened" });
+/** axe-core's WCAG 2.1 AA violations on the page as it is now. */
+async function audit(page) {
+  if (!(await page.evaluate(() => "axe" in window))) await page.addScriptTag({ content: AXE_SOURCE });
+  const { violations } = await page.evaluate(
+    (tags) => window.axe.run(document, { runOnly: { type: "tag", values: tags } }),
+    WCAG_21_AA,
+  );
+  return violations.map((v) => ({
+    id: v.id,
+    impact: v.impact,
+    help: v.help,
+    nodes: v.nodes.map((n) => ({ target: n.target, summary: n.failureSummary })),
+  }));
+}
 
+async function dashboard(page, audits) {
   const read = () => page.evaluate(() => {
     const $ = (id) => document.getElementById(id);
     return {
@@ -37,6 +48,7 @@ try {
         times: row.querySelector(".times").textContent,
       })),
       cancel_enabled: !$("cancel").disabled,
+      cancel_shown: $("cancel").checkVisibility(),
       problem: $("problem").hidden ? null : $("problem-text").textContent,
       stalled: !$("stalled").hidden,
     };
@@ -44,18 +56,26 @@ try {
 
   const deadline = Date.now() + (options.timeout_ms ?? 120000);
   const terminal = new Set(["completed", "failed", "cancelled"]);
+  const auditAt = new Set(options.audit ?? []);
   let last = "";
   let clicked = false;
-  const seen = { statuses: [], connections: [] };
+  const seen = { statuses: [], connections: [], cancel_shown: [] };
   let view;
   for (;;) {
     view = await read();
-    const key = JSON.stringify([view.status, view.connection, view.overall, view.problem]);
+    const key = JSON.stringify([view.status, view.connection, view.overall, view.problem, view.cancel_shown]);
     if (key !== last) {
       last = key;
       say({ type: "status", ...view });
       if (seen.statuses.at(-1) !== view.status) seen.statuses.push(view.status);
       if (seen.connections.at(-1) !== view.connection) seen.connections.push(view.connection);
+      if (seen.cancel_shown.at(-1) !== view.cancel_shown) seen.cancel_shown.push(view.cancel_shown);
+    }
+    // the static page says "pending" before it hears from the edge: audit what the edge sent
+    if (auditAt.has(view.status) && view.connection !== "connecting") {
+      auditAt.delete(view.status);
+      audits[view.status] = await audit(page);
+      say({ type: "audit", at: view.status, violations: audits[view.status] });
     }
     if (options.cancel_at_stage && !clicked && view.cancel_enabled &&
         view.stages.some((s) => s.name === options.cancel_at_stage && s.pct > 0)) {
@@ -73,8 +93,20 @@ try {
   const final = await page.evaluate(() => {
     const $ = (id) => document.getElementById(id);
     const text = (id) => $(id).textContent;
+    const lines = (id) => [...$(id).querySelectorAll("li")].map((li) => {
+      const time = li.querySelector("time");
+      return {
+        seq: Number(li.dataset.seq),
+        time: time?.textContent ?? null,
+        ts: time ? Date.parse(time.dateTime) : null,
+        text: li.textContent,
+      };
+    });
     return {
       event_seqs: [...document.querySelectorAll("#event-log li")].map((li) => Number(li.dataset.seq)),
+      messages: lines("messages"),
+      findings: lines("partials"),
+      findings_scroll: $("partials").scrollHeight > $("partials").clientHeight,
       result: $("result").hidden ? null : {
         flag: text("result-flag"), score: text("result-score"), frames: text("result-frames"),
         review: !$("result-review").hidden, rows: document.querySelectorAll("#result-regions tr").length,
@@ -84,11 +116,57 @@ try {
       failure: $("failure").hidden ? null : { code: text("failure-code"), message: text("failure-message") },
       toasts: [...document.querySelectorAll(".toast")].map((t) => t.textContent),
       eta: text("eta"),
+      focused: document.activeElement?.id || null,
     };
   });
   await page.screenshot({ path: options.screenshot, fullPage: true });
-  say({ type: "final", ...view, ...final, seen, clicked, console_errors: consoleErrors,
-        timed_out: Date.now() > deadline });
+  return { ...view, ...final, seen, clicked, timed_out: Date.now() > deadline };
+}
+
+async function tenant(page, audits) {
+  const read = () => page.evaluate(() => {
+    const $ = (id) => document.getElementById(id);
+    return {
+      grants_who: $("grants").hidden ? null : $("grants-who").textContent,
+      grants: [...document.querySelectorAll("#grants-list li")].map((li) => ({
+        text: li.textContent, href: li.querySelector("a")?.getAttribute("href") ?? null,
+      })),
+      form_error: $("form-error").hidden ? null : $("form-error").textContent,
+      focused: document.activeElement?.id || null,
+    };
+  });
+  await page.locator("#grants").waitFor({ timeout: options.timeout_ms });
+  const shown = await read();
+  audits.grants = await audit(page);
+  await page.getByRole("button", { name: "Open the dashboard" }).click();
+  await page.locator("#form-error").waitFor({ timeout: options.timeout_ms });
+  const refused = await read();
+  audits.form_error = await audit(page);
+  await page.screenshot({ path: options.screenshot, fullPage: true });
+  await page.getByLabel("Analysis id").fill(options.open_id);
+  await page.getByRole("button", { name: "Open the dashboard" }).click();
+  await page.waitForURL((url) => url.pathname === "/analysis", { timeout: options.timeout_ms });
+  return { ...shown, form_error: refused.form_error, form_error_focus: refused.focused, opened: page.url() };
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.STAGECAST_CHROMIUM ?? "/usr/bin/chromium",
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+try {
+  // UTC and en-GB make the page's times ("14:03:05") something the tests can compute
+  const page = await browser.newPage({ viewport: { width: 390, height: 900 }, locale: "en-GB", timezoneId: "UTC" });
+  const consoleErrors = [];
+  page.on("console", (m) => m.type() === "error" && consoleErrors.push(m.text()));
+  page.on("pageerror", (e) => consoleErrors.push(String(e)));
+  await page.goto(options.url);
+  say({ type: "opened" });
+  const audits = {};
+  const report = options.view === "tenant" ? await tenant(page, audits) : await dashboard(page, audits);
+  say({ type: "final", ...report, audits, console_errors: consoleErrors });
 } finally {
   await browser.close();
 }

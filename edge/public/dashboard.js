@@ -50,9 +50,16 @@ function toastOnce(key, text, kind) {
   toast(text, kind);
 }
 
-function logLine(list, text) {
+// Stamped with the edge's time of the event (`stored.ts`), not the node's `event.ts`: it
+// is never earlier than the previous event's, and edge events have no other. A replayed
+// history shows when things happened, not when the page loaded.
+function logLine(list, stored, text) {
   const li = document.createElement("li");
-  li.textContent = `${new Date().toLocaleTimeString()} ${text}`;
+  li.dataset.seq = String(stored.seq);
+  const time = document.createElement("time");
+  time.dateTime = new Date(stored.ts).toISOString();
+  time.textContent = fmtTime(stored.ts);
+  li.append(time, ` ${text}`);
   list.append(li);
   list.scrollTop = list.scrollHeight;
 }
@@ -111,6 +118,9 @@ function render(snapshot) {
   $("stalled").hidden = status !== "stalled";
   $("stalled").textContent = status === "stalled" ? "The node has gone quiet: no news for a while. It may be busy or gone; this page will update as soon as it speaks again." : "";
   const finished = TERMINAL.has(status);
+  // hiding the focused button would drop keyboard focus to the top of the page: keep it by the status
+  if (finished && document.activeElement === $("cancel")) $("status-line").focus();
+  $("cancel").hidden = finished;
   $("cancel").disabled = finished || snapshot.cancel_requested;
   $("cancel-note").hidden = !snapshot.cancel_requested || finished;
   $("cancel-note").textContent = "Cancel requested: waiting for the node to stop.";
@@ -192,28 +202,28 @@ function onEvent(stored) {
   $("log-count").textContent = String($("event-log").childElementCount);
   switch (e.type) {
     case "progress":
-      if (e.message) logLine($("messages"), `${e.stage}: ${e.message}`);
+      if (e.message) logLine($("messages"), stored, `${e.stage}: ${e.message}`);
       break;
     case "partial_result": {
       const frames = [...new Set(e.regions.map((r) => r.frame))];
       const best = Math.max(...e.regions.map((r) => r.score));
-      logLine($("partials"), `${e.regions.length} regions in frame${frames.length > 1 ? "s" : ""} ${frames.join(", ")} (best ${best.toFixed(2)})`);
+      logLine($("partials"), stored, `${e.regions.length} regions in frame${frames.length > 1 ? "s" : ""} ${frames.join(", ")} (best ${best.toFixed(2)})`);
       break;
     }
     case "started":
-      logLine($("messages"), `started${e.model ? ` with ${e.model}` : ""}${e.node ? ` on ${e.node}` : ""}`);
+      logLine($("messages"), stored, `started${e.model ? ` with ${e.model}` : ""}${e.node ? ` on ${e.node}` : ""}`);
       break;
     case "cancel_requested":
-      logLine($("messages"), `cancel requested by ${e.by}`);
+      logLine($("messages"), stored, `cancel requested by ${e.by}`);
       break;
     case "stalled":
-      logLine($("messages"), `no news from the node for ${Math.round(e.silent_ms / 1000)} s`);
+      logLine($("messages"), stored, `no news from the node for ${Math.round(e.silent_ms / 1000)} s`);
       break;
     case "failed":
-      logLine($("messages"), `failed: ${e.error.code}`);
+      logLine($("messages"), stored, `failed: ${e.error.code}`);
       break;
     case "cancelled":
-      logLine($("messages"), `cancelled${e.reason ? `: ${e.reason}` : ""}`);
+      logLine($("messages"), stored, `cancelled${e.reason ? `: ${e.reason}` : ""}`);
       break;
     default:
       break;
@@ -261,6 +271,8 @@ function main() {
     client.cancel();
     $("cancel-note").hidden = false;
     $("cancel-note").textContent = "Cancel requested: waiting for the node to stop.";
+    // a disabled button loses focus to the top of the page: keep it by the status, where the end shows
+    $("status-line").focus();
   });
   setInterval(renderEta, 1000);
   client.connect();
