@@ -1,5 +1,5 @@
 // Stagecast browser client, protocol v1. Dependency-free ES module; the edge serves it at
-// /client/v1/stagecast.js. The wire contract is shared/notes/protocol-v1.md.
+// /client/v1/stagecast.js. The wire contract is docs/protocol.md.
 //
 //   const client = new AnalysisClient({ url, analysisId, token });
 //   client.addEventListener('snapshot', (e) => draw(e.detail));

@@ -16,13 +16,15 @@ fi
 export STAGECAST_BENCH_PYTHON="$venv/bin/python"
 
 log "node: inference, end to end against Python, reporting cost (several minutes)"
-cargo bench -q -p stagecast-compute --bench node | tee bench/out/node.md
+cargo bench -q -p stagecast-e2e --bench node | tee bench/out/node.md
 
 log "edge: delivery latency, throughput, frame sizes, memory per socket (about 2 minutes)"
 cargo bench -q -p stagecast-e2e --bench edge | tee bench/out/edge.md
 
 log "soak: 10 minutes of analyses through subscriber drops, edge restarts and link cuts (about 12 minutes)"
-cargo bench -q -p stagecast-compute --bench soak | tee bench/out/soak.md
+# The soak runs the release node (what `cargo bench` would have built for compute's own benches).
+cargo build -q --release -p stagecast-compute --bin stagecast-node
+cargo bench -q -p stagecast-e2e --bench soak | tee bench/out/soak.md
 
 log "fuzz: 20000 random requests against the edge, no 5xx allowed (about 5 minutes)"
 STAGECAST_FUZZ_CASES=20000 cargo test -q -p stagecast-e2e --test edge_fuzz

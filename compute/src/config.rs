@@ -11,7 +11,7 @@ pub const ENV_MODELS_DIR: &str = "STAGECAST_MODELS_DIR";
 /// ONNX Runtime shared library, loaded at run time.
 pub const ENV_ORT_DYLIB: &str = "STAGECAST_ORT_DYLIB";
 
-/// ONNX Runtime version that `make setup` unpacks from PyPI's wheel (toolchain.md §5).
+/// ONNX Runtime version that `make setup` unpacks from PyPI's wheel (docs/toolchain.md, "5. ONNX Runtime, offline").
 const ORT_VERSION: &str = "1.32.0";
 
 /// Where `make setup` puts ONNX Runtime and the demo models: `STAGECAST_CACHE`, else

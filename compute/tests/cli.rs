@@ -1,10 +1,8 @@
 //! The `stagecast-node` binary as a person or a script runs it.
 
-mod common;
-
 use std::process::{Command, Output};
 
-use common::*;
+use stagecast_fixtures::{fixtures, path};
 use stagecast_shared::EventKind;
 
 fn node(args: &[&str]) -> Output {

@@ -13,6 +13,7 @@ use ort::session::RunOptions;
 use stagecast_compute::config;
 use stagecast_compute::model::manifest::ChannelOrder;
 use stagecast_compute::pipeline::preprocess;
+use stagecast_fixtures::{HEIGHT, WIDTH, fixtures};
 
 const ORT_VERSION: &str = "1.32.0";
 const TOLERANCE: f64 = 1e-4;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use stagecast_compute::pipeline::{self, Outcome};
 use stagecast_compute::{CancellationToken, PipelineOptions, Source, Stage, Update};
+use stagecast_fixtures::{fixtures, path};
 use stagecast_shared::{Analysis, AnalysisId, Event, EventKind, Status};
 
 fn options(fps: f64, batch_size: usize) -> PipelineOptions {

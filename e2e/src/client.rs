@@ -3,9 +3,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use stagecast_shared::EventKind;
+use stagecast_shared::StoredEvent;
+use stagecast_shared::stored::{EdgeEventKind, StoredEventBody};
 use stagecast_shared::token::{Claims, Scope, SigningKey, mint};
+use stagecast_shared::ws::ServerMessage;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -90,18 +95,29 @@ impl Subscriber {
         Ok(Subscriber { ws })
     }
 
-    /// The next JSON message, skipping pongs; fails after `timeout`.
-    pub async fn next_json(&mut self, timeout: Duration) -> anyhow::Result<Value> {
+    /// The next text frame, skipping pings and pongs; fails after `timeout`.
+    async fn next_text(&mut self, timeout: Duration) -> anyhow::Result<String> {
         loop {
             let msg = tokio::time::timeout(timeout, self.ws.next())
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("socket ended"))??;
             match msg {
-                Message::Text(t) => return Ok(serde_json::from_str(&t)?),
+                Message::Text(t) => return Ok(t.to_string()),
                 Message::Close(frame) => anyhow::bail!("closed: {frame:?}"),
                 _ => continue,
             }
         }
+    }
+
+    /// The next message as raw JSON, for tests of the wire format itself.
+    pub async fn next_json(&mut self, timeout: Duration) -> anyhow::Result<Value> {
+        Ok(serde_json::from_str(&self.next_text(timeout).await?)?)
+    }
+
+    /// The next message, typed; fails on a frame that is not a v1 server message.
+    pub async fn next_message(&mut self, timeout: Duration) -> anyhow::Result<ServerMessage> {
+        let text = self.next_text(timeout).await?;
+        serde_json::from_str(&text).with_context(|| format!("not a server message: {text}"))
     }
 
     /// Waits for the close frame; returns its code and reason.
@@ -131,36 +147,102 @@ impl Subscriber {
         &mut self,
         last: u64,
         timeout: Duration,
-    ) -> anyhow::Result<Vec<Value>> {
+    ) -> anyhow::Result<Vec<StoredEvent>> {
         let mut events = Vec::new();
-        while events.last().and_then(|e: &Value| e["seq"].as_u64()) != Some(last) {
-            let msg = self.next_json(timeout).await?;
-            if msg["type"] == "event" {
-                events.push(msg);
+        while events.last().map(|e: &StoredEvent| e.seq) != Some(last) {
+            if let ServerMessage::Event(event) = self.next_message(timeout).await? {
+                events.push(event);
             }
         }
         Ok(events)
     }
+
+    /// Appends event frames to `into` until the analysis's terminal event; `Err` when the
+    /// socket ends (or is silent for `timeout`) first, with what came until then kept.
+    pub async fn until_terminal(
+        &mut self,
+        into: &mut Vec<StoredEvent>,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        loop {
+            if let ServerMessage::Event(event) = self.next_message(timeout).await? {
+                let done = is_terminal(&event);
+                into.push(event);
+                if done {
+                    return Ok(());
+                }
+            }
+        }
+    }
 }
 
-/// Events of `truth` (what the edge stored, as `(seq, id)`) that `seen` misses, and frames
-/// of `seen` that repeat an event already seen: what exactly-once delivery must keep at 0.
-pub fn lost_and_repeated(seen: &[(u64, String)], truth: &[(u64, String)]) -> (u64, u64) {
-    let mut counts: BTreeMap<&(u64, String), u64> = BTreeMap::new();
-    for event in seen {
-        *counts.entry(event).or_default() += 1;
+/// The node event a stored event carries; `None` for the edge's own events.
+pub fn node_event(e: &StoredEvent) -> Option<&EventKind> {
+    match &e.event {
+        StoredEventBody::Node(event) => Some(&event.kind),
+        StoredEventBody::Edge(_) => None,
     }
-    let lost = truth.iter().filter(|e| !counts.contains_key(e)).count() as u64;
-    let repeated = counts.values().map(|n| n - 1).sum();
-    (lost, repeated)
+}
+
+/// The `type` of a stored event, e.g. `"progress"` or `"cancel_requested"`.
+pub fn kind(e: &StoredEvent) -> &'static str {
+    match &e.event {
+        StoredEventBody::Node(event) => event.kind.type_name(),
+        StoredEventBody::Edge(event) => match event.kind {
+            EdgeEventKind::CancelRequested { .. } => "cancel_requested",
+            EdgeEventKind::Stalled { .. } => "stalled",
+        },
+    }
+}
+
+/// Completed, failed or cancelled: the analysis's last event.
+pub fn is_terminal(e: &StoredEvent) -> bool {
+    node_event(e).is_some_and(EventKind::is_terminal)
+}
+
+/// The `(seq, event id)` of a stored event: what the exactly-once check compares.
+pub fn seq_and_id(e: &StoredEvent) -> (u64, String) {
+    (e.seq, e.event.id().to_owned())
+}
+
+/// How one subscriber's event frames compare with the log they should be exactly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Events of the log the subscriber never got.
+    pub lost: u64,
+    /// Frames of an event the subscriber already had.
+    pub repeated: u64,
+    /// The frames are exactly the log, in order: nothing lost, repeated, reordered or extra.
+    pub exact: bool,
+}
+
+impl Delivery {
+    /// Compares `seen` (`(seq, id)` in arrival order, repeats and gaps included) with `log`
+    /// (what the edge or the publisher stored, as `(seq, id)`).
+    pub fn check(seen: &[(u64, String)], log: &[(u64, String)]) -> Delivery {
+        let mut counts: BTreeMap<&(u64, String), u64> = BTreeMap::new();
+        for event in seen {
+            *counts.entry(event).or_default() += 1;
+        }
+        Delivery {
+            lost: log.iter().filter(|e| !counts.contains_key(e)).count() as u64,
+            repeated: counts.values().map(|n| n - 1).sum(),
+            exact: seen == log,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::lost_and_repeated;
+    use super::Delivery;
 
     fn events(seqs: &[u64]) -> Vec<(u64, String)> {
         seqs.iter().map(|s| (*s, format!("e-{s}"))).collect()
+    }
+
+    fn lost_and_repeated(seen: &[(u64, String)], log: &[(u64, String)]) -> (u64, u64) {
+        let d = Delivery::check(seen, log);
+        (d.lost, d.repeated)
     }
 
     #[test]
@@ -177,5 +259,15 @@ mod tests {
         let mut other = events(&[1, 2, 3, 4]);
         other[3].1 = "x".into();
         assert_eq!(lost_and_repeated(&other, &truth), (1, 0));
+    }
+
+    #[test]
+    fn only_the_log_itself_in_order_is_exact() {
+        let truth = events(&[1, 2, 3]);
+        assert!(Delivery::check(&truth, &truth).exact);
+        let d = Delivery::check(&events(&[1, 3, 2]), &truth);
+        assert_eq!((d.lost, d.repeated, d.exact), (0, 0, false));
+        assert!(!Delivery::check(&events(&[1, 2]), &truth).exact);
+        assert!(!Delivery::check(&events(&[1, 2, 3, 3]), &truth).exact);
     }
 }

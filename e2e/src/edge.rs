@@ -1,38 +1,13 @@
 //! One edge process under test.
 
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
-/// Process groups still running, killed at exit: a static edge outlives every test.
-static LIVE_GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
-
-extern "C" fn kill_live_groups() {
-    if let Ok(groups) = LIVE_GROUPS.lock() {
-        for pgid in groups.iter() {
-            // SAFETY: kill(2) on a process group we started; no memory is touched.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        }
-    }
-}
-
-fn register_group(pgid: i32) {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    // SAFETY: registers a plain extern "C" fn with no captured state.
-    ONCE.call_once(|| unsafe {
-        libc::atexit(kill_live_groups);
-    });
-    LIVE_GROUPS.lock().unwrap().push(pgid);
-}
-
-fn unregister_group(pgid: i32) {
-    LIVE_GROUPS.lock().unwrap().retain(|g| *g != pgid);
-}
+use crate::process::{Process, log_tail};
 
 /// The repository root (this crate lives in `<root>/e2e`).
 pub fn repo_root() -> PathBuf {
@@ -78,7 +53,8 @@ pub struct EdgeConfig {
 
 pub struct Edge {
     pub config: EdgeConfig,
-    child: Option<Child>,
+    /// Killed when dropped, before the state dir goes (fields drop in order).
+    process: Option<Process>,
     _state: Option<tempfile::TempDir>,
 }
 
@@ -96,7 +72,7 @@ impl Edge {
         };
         let mut edge = Edge {
             config,
-            child: None,
+            process: None,
             _state: Some(state),
         };
         edge.spawn().await?;
@@ -116,13 +92,18 @@ impl Edge {
         format!("ws://127.0.0.1:{}{}", self.config.port, path)
     }
 
+    fn log_path(&self) -> PathBuf {
+        self.config.state_dir.join("wrangler.log")
+    }
+
     async fn spawn(&mut self) -> anyhow::Result<()> {
         let root = repo_root();
         let wrangler = root.join("node_modules/.bin/wrangler");
         if !root.join("edge/build/worker/shim.mjs").exists() {
             bail!("the edge is not built: run `make edge-build` (or `make test`) first");
         }
-        let log = std::fs::File::create(self.config.state_dir.join("wrangler.log"))?;
+        // Each start's log begins empty.
+        std::fs::write(self.log_path(), "")?;
         let mut cmd = Command::new(&wrangler);
         cmd.current_dir(&root)
             .args([
@@ -150,86 +131,43 @@ impl Edge {
                     root.join("node_modules/.bin").display(),
                     std::env::var("PATH").unwrap_or_default()
                 ),
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0);
+            );
         for (k, v) in &self.config.vars {
             cmd.arg("--var").arg(format!("{k}:{v}"));
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", wrangler.display()))?;
-        register_group(child.id() as i32);
-        self.child = Some(child);
-        self.wait_ready(Duration::from_secs(90)).await
-    }
-
-    async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        let url = format!("{}/healthz", self.base_url());
-        let client = reqwest::Client::new();
-        while Instant::now() < deadline {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                bail!("wrangler exited with {status}: {}", self.log_tail());
-            }
-            if client
-                .get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        bail!("edge not ready after {timeout:?}: {}", self.log_tail())
+        let (log, url) = (self.log_path(), format!("{}/healthz", self.base_url()));
+        let process = self
+            .process
+            .insert(Process::spawn("the edge (wrangler dev)", cmd, &log)?);
+        process.wait_healthy(&url, Duration::from_secs(90)).await
     }
 
     /// The process group of wrangler and the workerd it started (wrangler's pid), while
     /// the edge runs: benchmarks read the processes' memory through it.
     pub fn process_group(&self) -> Option<i32> {
-        self.child.as_ref().map(|c| c.id() as i32)
+        self.process.as_ref().and_then(Process::pgid)
     }
 
-    /// Everything wrangler and workerd printed so far (their console log lines included).
+    /// Everything wrangler and workerd printed since the edge last started (their console
+    /// log lines included).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.config.state_dir.join("wrangler.log")).unwrap_or_default()
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// The last lines wrangler and workerd printed, for failure messages.
     pub fn log_tail(&self) -> String {
-        let text = self.log();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        log_tail(&self.log_path())
     }
 
     /// SIGKILLs the edge (wrangler and workerd), as a crash would.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pgid = child.id() as i32;
-            // SAFETY: kill(2) on the process group we started.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            let _ = child.wait();
-            unregister_group(pgid);
-        }
+        self.process = None;
     }
 
     /// Starts the edge again on the same port and state dir.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
         self.spawn().await
-    }
-}
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

@@ -1,4 +1,4 @@
-//! The machine a benchmark ran on, for its report.
+//! The host a benchmark ran on, for its report's header, and reading `/proc` figures.
 
 /// "N cores (nproc), <CPU model>, M MiB RAM".
 pub fn describe() -> String {

@@ -1,23 +1,69 @@
 //! One compute node under test: the real `stagecast-node serve` binary.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{bail, ensure};
 use serde_json::Value;
 use stagecast_shared::token::{Claims, Scope, mint};
 
 use crate::client::{DEV_SECRET, Tokens, now_s};
-use crate::edge::free_port;
+use crate::edge::{Edge, free_port, repo_root};
+use crate::process::{Process, log_tail};
+
+/// Names the `stagecast-node` binary to run instead of the workspace's own build.
+pub const NODE_BIN_ENV: &str = "STAGECAST_NODE_BIN";
+
+/// The `stagecast-node` binary the tests and benchmarks run: `STAGECAST_NODE_BIN` when set,
+/// else the workspace's build in the target dir (`CARGO_TARGET_DIR`, or `<root>/target`) of
+/// the profile this crate was built with: `debug` under `cargo test`, `release` under
+/// `cargo bench`, as Cargo's own `CARGO_BIN_EXE_*` would be. Fails, saying how to build
+/// it, when it is not there: this crate cannot make Cargo build another crate's binary.
+pub fn node_bin() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os(NODE_BIN_ENV) {
+        let bin = PathBuf::from(bin);
+        ensure!(
+            bin.is_file(),
+            "{NODE_BIN_ENV}={} is not a file",
+            bin.display()
+        );
+        return Ok(bin);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let (profile, flag) = if cfg!(debug_assertions) {
+        ("debug", "")
+    } else {
+        ("release", " --release")
+    };
+    let bin = target.join(profile).join("stagecast-node");
+    ensure!(
+        bin.is_file(),
+        "{} is not built: run `cargo build{flag} -p stagecast-compute --bin stagecast-node` \
+         first (scripts/test.sh and scripts/bench.sh do), or set {NODE_BIN_ENV}",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// A node of [`node_bin`] publishing to `edge`, ready to take analyses.
+pub async fn ready_node(edge: &Edge) -> Node {
+    let bin = node_bin().unwrap_or_else(|e| panic!("{e:#}"));
+    let mut node = Node::start(&bin, Some(&edge.base_url()), &[])
+        .await
+        .unwrap();
+    node.ready(Duration::from_secs(180)).await.unwrap();
+    node
+}
 
 pub struct Node {
     bin: PathBuf,
     pub port: u16,
     pub state_dir: PathBuf,
     args: Vec<String>,
-    child: Option<Child>,
+    process: Option<Process>,
     _state: Option<tempfile::TempDir>,
 }
 
@@ -37,57 +83,38 @@ impl Node {
             port: free_port(),
             state_dir: state.path().to_owned(),
             args: all,
-            child: None,
+            process: None,
             _state: Some(state),
         };
         node.spawn().await?;
         Ok(node)
     }
 
+    fn log_path(&self) -> PathBuf {
+        self.state_dir.join("node.log")
+    }
+
     async fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(self.state_dir.join("node.log"))?;
-        let child = Command::new(&self.bin)
-            .arg("serve")
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("serve")
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--state-dir")
             .arg(&self.state_dir)
             .args(&self.args)
             .env("STAGECAST_NODE_SECRET", DEV_SECRET)
-            .env("RUST_LOG", "info,ort=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting {}", self.bin.display()))?;
-        self.child = Some(child);
+            .env("RUST_LOG", "info,ort=warn");
+        self.process = Some(Process::spawn("the node", cmd, &self.log_path())?);
         self.wait_ok("/healthz", Duration::from_secs(60)).await
     }
 
     /// Polls `path` until it answers 2xx; fails early if the node exits.
     async fn wait_ok(&mut self, path: &str, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                bail!("the node exited with {status}: {}", self.log_tail());
-            }
-            if reqwest::get(self.url(path))
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let url = self.url(path);
+        match self.process.as_mut() {
+            Some(process) => process.wait_healthy(&url, timeout).await,
+            None => bail!("the node is not running"),
         }
-        bail!("{path} did not answer 200: {}", self.log_tail())
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -147,18 +174,12 @@ impl Node {
     }
 
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.state_dir.join("node.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        log_tail(&self.log_path())
     }
 
     /// SIGKILLs the node, as a crash would.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) on the process group we started.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-            let _ = child.wait();
-        }
+        self.process = None;
     }
 
     /// Starts the node again with the same state dir and flags, `edge` replacing its edge.
@@ -171,11 +192,5 @@ impl Node {
             self.args.extend(["--edge".to_owned(), edge.to_owned()]);
         }
         self.spawn().await
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
     }
 }

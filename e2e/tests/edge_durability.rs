@@ -27,7 +27,7 @@ async fn sigkill_and_restart_mid_analysis_loses_nothing() {
 
     edge.restart().await.unwrap();
     // The subscriber's socket died with the process; it resumes from its last seq.
-    let last = seen.last().unwrap()["seq"].as_u64().unwrap();
+    let last = seen.last().unwrap().seq;
     let mut sub = Subscriber::connect(&ws_url(&edge, id, last)).await.unwrap();
     let hello = sub.next_json(T).await.unwrap();
     assert_eq!(
@@ -45,12 +45,9 @@ async fn sigkill_and_restart_mid_analysis_loses_nothing() {
         (Some(7), Some(2))
     );
     seen.extend(sub.events_until(12, T).await.unwrap());
-    let seqs: Vec<u64> = seen.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let seqs: Vec<u64> = seen.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
-    let ids: Vec<&str> = seen
-        .iter()
-        .map(|e| e["event"]["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = seen.iter().map(|e| e.event.id()).collect();
     let expected: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
     assert_eq!(ids, expected, "every event exactly once, in order");
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use stagecast_e2e::client::{now_s, publish, sample_events};
+use stagecast_e2e::client::{kind, now_s, publish, sample_events};
 use stagecast_e2e::{Subscriber, Tokens, shared_edge};
 use stagecast_shared::token::{Claims, Scope};
 
@@ -41,9 +41,9 @@ async fn hello_then_replay_then_live_events_in_order() {
     assert!(hello["heartbeat_ms"].as_u64().unwrap() > 0);
     publish(&base, id, &node, &events[4..]).await;
     let got = sub.events_until(12, T).await.unwrap();
-    let seqs: Vec<u64> = got.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let seqs: Vec<u64> = got.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=12).collect::<Vec<_>>(), "no gap, no repeat");
-    assert_eq!(got.last().unwrap()["event"]["type"], "completed");
+    assert_eq!(kind(got.last().unwrap()), "completed");
 }
 
 #[tokio::test]
@@ -63,9 +63,7 @@ async fn a_reconnect_with_since_gets_exactly_the_events_after_it() {
     assert_eq!(hello["recovered"], true);
     let got = sub.events_until(10, T).await.unwrap();
     assert_eq!(
-        got.iter()
-            .map(|e| e["seq"].as_u64().unwrap())
-            .collect::<Vec<_>>(),
+        got.iter().map(|e| e.seq).collect::<Vec<_>>(),
         vec![6, 7, 8, 9, 10]
     );
     // Without since: the snapshot stands for the past, nothing replayed.
@@ -251,9 +249,7 @@ async fn two_hundred_subscribers_all_receive_every_event_in_order() {
     for h in handles {
         let got = h.await.unwrap().unwrap();
         assert_eq!(
-            got.iter()
-                .map(|e| e["seq"].as_u64().unwrap())
-                .collect::<Vec<_>>(),
+            got.iter().map(|e| e.seq).collect::<Vec<_>>(),
             (1..=last).collect::<Vec<_>>()
         );
     }

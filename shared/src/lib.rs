@@ -11,7 +11,7 @@
 //! - Client policies, sans-IO: [`follow`] (resume, dedupe, close code -> action),
 //!   [`send`] (linger, batch limit, backoff, refusals) and [`backoff`].
 //!
-//! The contract itself is `protocol-v1.md`; TypeScript types for browsers are generated
+//! The contract itself is `docs/protocol.md`; TypeScript types for browsers are generated
 //! from these types into `client/types/protocol.ts` (see the `ts_export` test).
 
 pub mod api;

@@ -1,142 +1,17 @@
-//! Shared by the integration tests: the real model, inputs drawn with ffmpeg, and helpers.
+//! Shared by compute's integration tests: the real model, running the pipeline, and
+//! checking what it found against where the fixtures drew their text. The fixtures
+//! themselves come from `stagecast-fixtures`.
 #![allow(dead_code)] // each test binary uses its own part of this
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use stagecast_compute::pipeline::{self, Outcome};
 use stagecast_compute::{
     CancellationToken, Catalog, Error, Model, PipelineOptions, RuntimeOptions, Source, Update,
 };
+use stagecast_fixtures::LINES;
 use stagecast_shared::event::Region;
-
-const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
-
-/// A line of text drawn into the fixtures.
-pub struct Line {
-    pub text: &'static str,
-    pub size: u32,
-    pub x: u32,
-    pub y: u32,
-}
-
-pub const LINES: [Line; 2] = [
-    Line {
-        text: "HELLO STAGECAST",
-        size: 40,
-        x: 40,
-        y: 50,
-    },
-    Line {
-        text: "Live progress 2026",
-        size: 32,
-        x: 260,
-        y: 260,
-    },
-];
-
-/// 640x352 is what the model takes as is (multiples of 32), so no resize happens.
-pub const WIDTH: u32 = 640;
-pub const HEIGHT: u32 = 352;
-
-pub struct Fixtures {
-    _dir: tempfile::TempDir,
-    pub dir: PathBuf,
-    /// `LINES` in black on white, `WIDTH` x `HEIGHT`.
-    pub text_png: PathBuf,
-    pub blank_png: PathBuf,
-    /// 1280x720 (bigger than the model takes), 2 s at 25 fps: white for 1 s, then
-    /// `LINES` drawn twice as big.
-    pub video: PathBuf,
-    /// A frame of `video` from after the text appears.
-    pub video_frame_png: PathBuf,
-    /// 20 s of `LINES`, for cancelling.
-    pub long_video: PathBuf,
-    /// An mp4 header then garbage.
-    pub corrupt_mp4: PathBuf,
-    /// The first 200 bytes of `text_png`.
-    pub truncated_png: PathBuf,
-}
-
-/// The ffmpeg filters drawing `LINES` magnified `scale` times.
-fn draw_lines(scale: u32, enable: &str) -> String {
-    LINES
-        .iter()
-        .map(|l| {
-            format!(
-                "drawtext=fontfile={FONT}:text='{}':fontsize={}:fontcolor=black:x={}:y={}{enable}",
-                l.text,
-                l.size * scale,
-                l.x * scale,
-                l.y * scale
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-pub fn fixtures() -> &'static Fixtures {
-    static FIXTURES: OnceLock<Fixtures> = OnceLock::new();
-    FIXTURES.get_or_init(|| {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let dir = tmp.path().to_owned();
-        let p = |name: &str| dir.join(name);
-        let white = |size: &str, seconds: u32| format!("color=c=white:s={size}:d={seconds}:r=25");
-        let small = format!("{WIDTH}x{HEIGHT}");
-        let one_frame = ["-frames:v", "1"];
-        let h264 = ["-c:v", "libx264", "-pix_fmt", "yuv420p"];
-        let lavfi = |size: &str, seconds: u32, filters: String, rest: &[&str], out: &str| {
-            let source = white(size, seconds);
-            let mut args = vec!["-f", "lavfi", "-i", &source];
-            if !filters.is_empty() {
-                args.extend(["-vf", &filters]);
-            }
-            args.extend(rest);
-            ffmpeg(&args, &p(out));
-        };
-        lavfi(&small, 1, draw_lines(1, ""), &one_frame, "text.png");
-        lavfi(&small, 1, String::new(), &one_frame, "blank.png");
-        lavfi(
-            "1280x720",
-            2,
-            draw_lines(2, ":enable='gte(t,1)'"),
-            &h264,
-            "video.mp4",
-        );
-        lavfi(&small, 20, draw_lines(1, ""), &h264, "long.mp4");
-        ffmpeg(
-            &["-ss", "1.5", "-i", path(&p("video.mp4")), "-frames:v", "1"],
-            &p("video_frame.png"),
-        );
-        let mut corrupt = b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom".to_vec();
-        corrupt.extend((0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
-        std::fs::write(p("corrupt.mp4"), corrupt).unwrap();
-        let png = std::fs::read(p("text.png")).unwrap();
-        std::fs::write(p("truncated.png"), &png[..200]).unwrap();
-        Fixtures {
-            text_png: p("text.png"),
-            blank_png: p("blank.png"),
-            video: p("video.mp4"),
-            video_frame_png: p("video_frame.png"),
-            long_video: p("long.mp4"),
-            corrupt_mp4: p("corrupt.mp4"),
-            truncated_png: p("truncated.png"),
-            dir,
-            _dir: tmp,
-        }
-    })
-}
-
-fn ffmpeg(args: &[&str], out: &Path) {
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-nostdin"])
-        .args(args)
-        .arg(out)
-        .status()
-        .expect("ffmpeg must be installed (apt-get install ffmpeg) to draw the test inputs");
-    assert!(status.success(), "ffmpeg {args:?} failed");
-}
 
 /// The bounding box `(x, y, w, h)` of each line's dark pixels in `image`, where `LINES`
 /// were drawn `scale` times as big: where the text really is, measured rather than
@@ -235,24 +110,4 @@ pub fn completed(outcome: Result<Outcome, Error>) -> stagecast_shared::event::An
         Ok(Outcome::Completed(r)) => r,
         other => panic!("expected completed, got {other:?}"),
     }
-}
-
-pub fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
-
-/// The `stagecast-node` binary of this build.
-pub fn node_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_stagecast-node"))
-}
-
-/// A node publishing to `edge`, ready to take analyses.
-pub async fn ready_node(edge: &stagecast_e2e::Edge) -> stagecast_e2e::Node {
-    let mut node = stagecast_e2e::Node::start(node_bin(), Some(&edge.base_url()), &[])
-        .await
-        .unwrap();
-    node.ready(std::time::Duration::from_secs(180))
-        .await
-        .unwrap();
-    node
 }

@@ -24,7 +24,7 @@ use futures_util::{StreamExt, stream};
 use serde_json::{Value, json};
 use stagecast_e2e::client::{DEV_SECRET, Ws};
 use stagecast_e2e::edge::{raise_open_files_limit, repo_root};
-use stagecast_e2e::machine;
+use stagecast_e2e::host;
 use stagecast_e2e::{Edge, Tokens};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -130,7 +130,7 @@ async fn run() -> anyhow::Result<()> {
     let mut systems = vec![measure(&bench, &stagecast).await];
     for spec in &PEERS {
         let starting = Instant::now();
-        let runs = match Peer::start(&bench.http, spec).await {
+        let runs = match Peer::start(spec).await {
             Ok(peer) => {
                 eprintln!("peer {} up in {:.1?}", spec.name, starting.elapsed());
                 let system = System {
@@ -207,7 +207,7 @@ fn print_header() {
     println!("# Edge benchmarks");
     println!();
     println!("- command: `{COMMAND}`");
-    println!("- machine: {}", machine::describe());
+    println!("- machine: {}", host::describe());
     println!(
         "- edge: the release Worker of `edge/build` in wrangler {} (`wrangler dev`) -> workerd {}, on 127.0.0.1; vars STAGECAST_MAX_SOCKETS=100000, STAGECAST_PUBLISH_RATE=1000000 (so the limiter never refuses), STAGECAST_STALL_TIMEOUT_MS=3600000",
         version("wrangler"),

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::bail;
-use stagecast_e2e::machine::kib_field;
+use stagecast_e2e::host::kib_field;
 
 use crate::{Bench, Target};
 

@@ -2,12 +2,11 @@
 //! the edge itself without the dev proxy (`bench/direct`), each started by its `run.sh`
 //! and stopped with it.
 
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use anyhow::{Context, bail};
 use stagecast_e2e::edge::{free_port, repo_root};
+use stagecast_e2e::process::Process;
 
 use crate::{EDGE_VARS, Target};
 
@@ -56,17 +55,21 @@ pub const PEERS: [PeerSpec; 3] = [
     },
 ];
 
-/// A peer (`spec.script`) in its own process group (bash and whatever it starts), killed as
-/// a group when dropped.
+/// How long a peer gets to stop after SIGTERM before the rest of its group is SIGKILLed.
+const PEER_STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// A peer (`spec.script`) in its own process group (bash and whatever it starts), stopped
+/// as a group when dropped.
 pub struct Peer {
-    child: Child,
+    /// Stopped when dropped, before its log goes (fields drop in order).
+    process: Process,
     pub target: Target,
     pub port: u16,
-    log: tempfile::NamedTempFile,
+    _log: tempfile::NamedTempFile,
 }
 
 impl Peer {
-    pub async fn start(http: &reqwest::Client, spec: &PeerSpec) -> anyhow::Result<Peer> {
+    pub async fn start(spec: &PeerSpec) -> anyhow::Result<Peer> {
         let port = free_port();
         let mut args: Vec<String> = std::iter::once(port)
             .chain((0..spec.extra_ports).map(|_| free_port()))
@@ -76,66 +79,26 @@ impl Peer {
             args.extend(EDGE_VARS.iter().map(|(k, v)| format!("{k}={v}")));
         }
         let log = tempfile::NamedTempFile::new()?;
-        let child = Command::new("bash")
-            .arg(repo_root().join(spec.script))
+        let mut cmd = Command::new("bash");
+        cmd.arg(repo_root().join(spec.script))
             .args(&args)
-            .current_dir(repo_root())
-            .stdin(Stdio::null())
-            .stdout(log.reopen()?)
-            .stderr(log.reopen()?)
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting {}", spec.script))?;
-        let mut peer = Peer {
-            child,
-            target: Target::at(spec.name, port),
+            .current_dir(repo_root());
+        // SIGTERM first: redis, uvicorn and workerd get to clean up.
+        let mut process = Process::spawn(&format!("the peer {}", spec.script), cmd, log.path())?
+            .with_grace(PEER_STOP_GRACE);
+        let target = Target::at(spec.name, port);
+        process
+            .wait_healthy(&format!("{}/healthz", target.http), PEER_START_TIMEOUT)
+            .await?;
+        Ok(Peer {
+            process,
+            target,
             port,
-            log,
-        };
-        let deadline = Instant::now() + PEER_START_TIMEOUT;
-        let url = format!("{}/healthz", peer.target.http);
-        loop {
-            if let Ok(Some(status)) = peer.child.try_wait() {
-                bail!("the peer exited with {status}: {}", peer.log_text());
-            }
-            if http
-                .get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return Ok(peer);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "the peer did not answer within {PEER_START_TIMEOUT:?}: {}",
-                    peer.log_text()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            _log: log,
+        })
     }
 
     pub fn process_group(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let pgid = self.child.id() as i32;
-        // SAFETY: kill(2) on the process group this bench started; no memory is touched.
-        unsafe { libc::kill(-pgid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        // SAFETY: as above; whatever ignored SIGTERM (redis, uvicorn, workerd) goes now.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        let _ = self.child.wait();
+        self.process.pgid().expect("a running peer")
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use stagecast_e2e::Tokens;
-use stagecast_e2e::client::lost_and_repeated;
+use stagecast_e2e::client::Delivery;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::{Bench, CONNECT_TIMEOUT, Target};
@@ -94,10 +94,10 @@ pub async fn resume(bench: &Bench, target: &Target) -> anyhow::Result<Resume> {
     };
     for subscriber in subscribers {
         let seen = subscriber.await?;
-        let (lost, repeated) = lost_and_repeated(&seen.events, &truth);
-        run.lost += lost;
-        run.repeated += repeated;
-        run.wrong += usize::from(seen.events != truth);
+        let delivery = Delivery::check(&seen.events, &truth);
+        run.lost += delivery.lost;
+        run.repeated += delivery.repeated;
+        run.wrong += usize::from(!delivery.exact);
         run.drops += seen.drops;
         run.failed_connects += seen.failed_connects;
     }
@@ -169,6 +169,8 @@ async fn subscriber(
                 }
                 break; // the relay closed it: resume like after a drop
             };
+            // Read as plain JSON, not as `ServerMessage`: the peers send only the part of
+            // a v1 event frame that every relay has (`type`, `seq`, `event.id`).
             let Ok(frame) = serde_json::from_str::<Value>(&text) else {
                 continue;
             };

@@ -1,15 +1,16 @@
 //! The real node (`stagecast-node serve`) publishing to the real edge (workerd), watched
 //! by WebSocket subscribers: every stage in order, outages, cancel, bad input, restarts.
 
-mod common;
-
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{fixtures, node_bin, path, ready_node};
 use serde_json::{Value, json};
-use stagecast_e2e::client::DEV_SECRET;
+use stagecast_e2e::client::{DEV_SECRET, kind, node_event};
 use stagecast_e2e::edge::free_port;
-use stagecast_e2e::{Edge, Node, Subscriber, Tokens, shared_edge};
+use stagecast_e2e::{Edge, Node, Subscriber, Tokens, ready_node, shared_edge};
+use stagecast_fixtures::{fixtures, path};
+use stagecast_shared::ws::ServerMessage;
+use stagecast_shared::{EventKind, StoredEvent};
 
 /// Generous: CI runs these beside each other on two cores.
 const T: Duration = Duration::from_secs(120);
@@ -22,52 +23,66 @@ fn ws(edge: &Edge, id: &str, since: u64) -> String {
     ))
 }
 
+/// The `stagecast-node` binary the tests run.
+fn node_bin() -> PathBuf {
+    stagecast_e2e::node_bin().unwrap_or_else(|e| panic!("{e:#}"))
+}
+
 async fn subscribe(edge: &Edge, id: &str, since: u64) -> Subscriber {
     let mut sub = Subscriber::connect(&ws(edge, id, since))
         .await
         .expect("subscribe");
-    let hello = sub.next_json(T).await.expect("hello");
-    assert_eq!(hello["type"], "hello", "{hello}");
+    let hello = sub.next_message(T).await.expect("hello");
+    assert!(matches!(hello, ServerMessage::Hello { .. }), "{hello:?}");
     sub
 }
 
-fn kind(e: &Value) -> &str {
-    e["event"]["type"].as_str().unwrap_or("")
-}
-
-fn is_terminal(e: &Value) -> bool {
-    matches!(kind(e), "completed" | "failed" | "cancelled")
-}
-
 /// Event frames until the node's terminal event, or the socket's end (`Err`).
-async fn until_terminal(sub: &mut Subscriber, into: &mut Vec<Value>) -> anyhow::Result<()> {
-    loop {
-        let msg = sub.next_json(T).await?;
-        if msg["type"] == "event" {
-            let done = is_terminal(&msg);
-            into.push(msg);
-            if done {
-                return Ok(());
-            }
-        }
-    }
+async fn until_terminal(sub: &mut Subscriber, into: &mut Vec<StoredEvent>) -> anyhow::Result<()> {
+    sub.until_terminal(into, T).await
 }
 
 /// Seqs 1..=n with no gap and no repeat, ids unique: every event exactly once, in order.
-fn assert_exactly_once(events: &[Value]) {
-    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+fn assert_exactly_once(events: &[StoredEvent]) {
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
     assert_eq!(
         seqs,
         (1..=events.len() as u64).collect::<Vec<_>>(),
         "gap or repeat"
     );
-    let mut ids: Vec<&str> = events
-        .iter()
-        .map(|e| e["event"]["id"].as_str().unwrap())
-        .collect();
+    let mut ids: Vec<&str> = events.iter().map(|e| e.event.id()).collect();
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), events.len(), "an event id arrived twice");
+}
+
+/// The stage and fields of a `progress` event.
+fn progress(e: &StoredEvent) -> Option<(&str, f64, Option<u64>)> {
+    match node_event(e)? {
+        EventKind::Progress {
+            stage,
+            stage_progress,
+            frames_done,
+            ..
+        } => Some((stage.as_str(), *stage_progress, *frames_done)),
+        _ => None,
+    }
+}
+
+/// The error code, message and retryable flag of a `failed` event.
+fn failure(e: &StoredEvent) -> Option<(&str, &str, bool)> {
+    match node_event(e)? {
+        EventKind::Failed { error } => Some((&error.code, &error.message, error.retryable)),
+        _ => None,
+    }
+}
+
+/// The value of the un-labelled counter `name` in Prometheus text.
+fn counter(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
 }
 
 /// A node publishing to `edge`, a subscriber replaying `id` from the start, and `job`
@@ -114,34 +129,31 @@ async fn an_analysis_reaches_a_subscriber_stage_by_stage_with_its_result() {
     until_terminal(&mut sub, &mut events).await.unwrap();
     assert_exactly_once(&events);
     assert_eq!(kind(&events[0]), "started");
-    let result = &events.last().unwrap()["event"]["result"];
     assert_eq!(kind(events.last().unwrap()), "completed", "{events:?}");
-    assert!(
-        result["flagged"].as_bool().unwrap() && !result["regions"].as_array().unwrap().is_empty()
-    );
+    let Some(EventKind::Completed { result }) = node_event(events.last().unwrap()) else {
+        unreachable!("a completed event carries its result")
+    };
+    assert!(result.flagged && !result.regions.is_empty());
     assert!(events.iter().any(|e| kind(e) == "partial_result"));
 
     // stages begin in pipeline order, and each one finishes
     let mut first_seen = Vec::new();
-    for e in events.iter().filter(|e| kind(e) == "progress") {
-        let stage = e["event"]["stage"].as_str().unwrap();
+    for (stage, _, _) in events.iter().filter_map(progress) {
         if !first_seen.contains(&stage) {
             first_seen.push(stage);
         }
     }
     assert_eq!(first_seen, STAGES);
     for stage in STAGES {
-        let last = events
+        let (_, stage_progress, _) = events
             .iter()
             .rev()
-            .find(|e| kind(e) == "progress" && e["event"]["stage"] == stage)
+            .filter_map(progress)
+            .find(|(s, _, _)| *s == stage)
             .unwrap();
-        assert_eq!(
-            last["event"]["stage_progress"], 1.0,
-            "{stage} did not finish"
-        );
+        assert_eq!(stage_progress, 1.0, "{stage} did not finish");
     }
-    assert_eq!(events.last().unwrap()["overall_progress"], 1.0);
+    assert_eq!(events.last().unwrap().overall_progress, 1.0);
 
     // the node's own view agrees with the edge
     let view = delivered(&node, id).await;
@@ -166,9 +178,8 @@ async fn the_edge_down_for_30_seconds_mid_analysis_loses_nothing() {
     // a few events through, then the edge dies with the analysis under way
     let mut events = Vec::new();
     while events.len() < 3 {
-        let msg = sub.next_json(T).await.unwrap();
-        if msg["type"] == "event" {
-            events.push(msg);
+        if let ServerMessage::Event(event) = sub.next_message(T).await.unwrap() {
+            events.push(event);
         }
     }
     edge.kill();
@@ -183,7 +194,7 @@ async fn the_edge_down_for_30_seconds_mid_analysis_loses_nothing() {
     );
     edge.restart().await.unwrap();
 
-    let last = events.last().unwrap()["seq"].as_u64().unwrap();
+    let last = events.last().unwrap().seq;
     let mut sub = subscribe(&edge, id, last).await;
     until_terminal(&mut sub, &mut events).await.unwrap();
     assert_exactly_once(&events);
@@ -193,10 +204,17 @@ async fn the_edge_down_for_30_seconds_mid_analysis_loses_nothing() {
         view["delivered"],
         json!({"confirmed": events.len(), "refused": 0})
     );
+    // the node noticed the outage and kept retrying through it
+    let metrics = reqwest::get(node.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let retries = counter(&metrics, "stagecast_publish_retries_total");
     assert!(
-        node.log_tail().contains("will retry") || node.log_tail().contains("published"),
-        "{}",
-        node.log_tail()
+        retries.is_some_and(|n| n > 0.0),
+        "no publish retried with the edge down: {retries:?}\n{metrics}"
     );
 }
 
@@ -212,12 +230,11 @@ async fn a_cancel_from_a_subscriber_stops_the_node() {
     .await;
     let mut events = Vec::new();
     loop {
-        let msg = sub.next_json(T).await.unwrap();
-        if msg["type"] != "event" {
+        let ServerMessage::Event(event) = sub.next_message(T).await.unwrap() else {
             continue;
-        }
-        let infer_started = kind(&msg) == "progress" && msg["event"]["stage"] == "infer";
-        events.push(msg);
+        };
+        let infer_started = progress(&event).is_some_and(|(stage, _, _)| stage == "infer");
+        events.push(event);
         if infer_started {
             break;
         }
@@ -234,8 +251,9 @@ async fn a_cancel_from_a_subscriber_stops_the_node() {
     // it really stopped: far fewer than the 100 frames of the video went through
     let infer_frames = events
         .iter()
-        .filter(|e| kind(e) == "progress" && e["event"]["stage"] == "infer")
-        .filter_map(|e| e["event"]["frames_done"].as_u64())
+        .filter_map(progress)
+        .filter(|(stage, _, _)| *stage == "infer")
+        .filter_map(|(_, _, frames_done)| frames_done)
         .max()
         .unwrap_or(0);
     assert!(infer_frames < 100, "ran to the end: {infer_frames} frames");
@@ -250,11 +268,11 @@ async fn a_corrupt_input_ends_failed_with_a_readable_code() {
         watched_job(edge, id, json!({"input": path(&fixtures().corrupt_mp4)})).await;
     let mut events = Vec::new();
     until_terminal(&mut sub, &mut events).await.unwrap();
-    let error = &events.last().unwrap()["event"]["error"];
     assert_eq!(kind(events.last().unwrap()), "failed");
-    assert_eq!(error["code"], "decode_failed", "{error}");
-    assert_eq!(error["retryable"], false);
-    assert!(error["message"].as_str().unwrap().len() > 10, "{error}");
+    let (code, message, retryable) = failure(events.last().unwrap()).unwrap();
+    assert_eq!(code, "decode_failed", "{message}");
+    assert!(!retryable);
+    assert!(message.len() > 10, "{message}");
     assert_eq!(
         delivered(&node, id).await["snapshot"]["error"]["code"],
         "decode_failed"
@@ -266,7 +284,7 @@ async fn a_node_restart_loses_no_event_and_ends_the_run_it_cut_short() {
     // the edge is not there yet: everything waits in the outbox
     let edge_port = free_port();
     let dead_edge = format!("http://127.0.0.1:{edge_port}");
-    let mut node = Node::start(node_bin(), Some(&dead_edge), &["--concurrency", "2"])
+    let mut node = Node::start(&node_bin(), Some(&dead_edge), &["--concurrency", "2"])
         .await
         .unwrap();
     let (done, cut) = ("node-restart-done", "node-restart-cut");
@@ -303,8 +321,8 @@ async fn a_node_restart_loses_no_event_and_ends_the_run_it_cut_short() {
     let mut events = Vec::new();
     until_terminal(&mut sub, &mut events).await.unwrap();
     assert_eq!(
-        events.last().unwrap()["event"]["error"]["code"],
-        "node_restarted"
+        failure(events.last().unwrap()).map(|(code, _, _)| code),
+        Some("node_restarted")
     );
     edge.kill();
 }
@@ -313,7 +331,7 @@ async fn a_node_restart_loses_no_event_and_ends_the_run_it_cut_short() {
 async fn the_node_api_answers_every_mistake_with_the_contract_error() {
     let dead_edge = format!("http://127.0.0.1:{}", free_port());
     let node = Node::start(
-        node_bin(),
+        &node_bin(),
         Some(&dead_edge),
         &["--queue", "1", "--concurrency", "1"],
     )
@@ -528,14 +546,17 @@ async fn analyze_publishes_to_the_edge_and_watch_follows_it_to_the_result() {
 
     let out = run(&["watch", id, "--json"]).await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let messages: Vec<Value> = stdout
+    let messages: Vec<ServerMessage> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(messages[0]["type"], "hello");
-    let events: Vec<Value> = messages
+    assert!(matches!(messages[0], ServerMessage::Hello { .. }));
+    let events: Vec<StoredEvent> = messages
         .into_iter()
-        .filter(|m| m["type"] == "event")
+        .filter_map(|m| match m {
+            ServerMessage::Event(event) => Some(event),
+            _ => None,
+        })
         .collect();
     assert_exactly_once(&events);
     assert_eq!(kind(events.last().unwrap()), "completed");

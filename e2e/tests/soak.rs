@@ -3,8 +3,7 @@
 //! restarted, the node's link to the edge cut. Every subscriber must end with every event
 //! exactly once, in order; `make bench` runs the 10-minute version.
 
-use std::path::Path;
-
+use stagecast_e2e::node_bin;
 use stagecast_e2e::soak::{self, Plan};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,8 +13,8 @@ async fn analyses_through_drops_edge_restarts_and_link_cuts_lose_and_repeat_noth
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| fastrand::u64(..));
-    let node = Path::new(env!("CARGO_BIN_EXE_stagecast-node"));
-    let report = soak::run(node, Plan::short(seed))
+    let node = node_bin().unwrap_or_else(|e| panic!("{e:#}"));
+    let report = soak::run(&node, Plan::short(seed))
         .await
         .expect("the soak ran");
     let text = report.markdown();

@@ -1,5 +1,6 @@
 //! Node benchmarks, printed as markdown (`make bench`, or
-//! `cargo bench -p stagecast-compute --bench node`):
+//! `cargo bench -p stagecast-e2e --bench node`; it lives beside the end-to-end harness because
+//! it publishes to a real edge):
 //! - the pipeline's inference stage against a bare ONNX Runtime loop over the same
 //!   preprocessed batches, same model, batch and threads;
 //! - end-to-end frames/s against the straightforward Python pipeline (bench/python_pipeline.py);
@@ -58,7 +59,7 @@ fn main() {
         .expect("metrics recorder");
     let work = tempfile::tempdir().expect("temp dir");
     let video = work.path().join("bench.mp4");
-    stagecast_e2e::media::text_video(&video, WIDTH, HEIGHT, SECONDS).expect("the input video");
+    stagecast_fixtures::text_video(&video, WIDTH, HEIGHT, SECONDS).expect("the input video");
 
     let options = RuntimeOptions {
         intra_threads: threads,
@@ -74,10 +75,10 @@ fn main() {
     };
 
     println!("## Node benchmarks\n");
-    println!("Command: `cargo bench -p stagecast-compute --bench node` (run by `make bench`)  ");
+    println!("Command: `cargo bench -p stagecast-e2e --bench node` (run by `make bench`)  ");
     println!(
         "Machine: {}; ONNX Runtime 1.32.0 CPU, {threads} intra-op threads; no GPU was measured  ",
-        stagecast_e2e::machine::describe()
+        stagecast_e2e::host::describe()
     );
     println!(
         "Input: {SECONDS} s of {WIDTH}x{HEIGHT} H.264 with text, sampled at {FPS} fps, model input {}x{}, batch {BATCH}; medians of {RUNS} runs\n",

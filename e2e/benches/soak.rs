@@ -4,17 +4,18 @@
 //! cut for 30 s twice. It exits non-zero when any event was lost or repeated, or any
 //! analysis did not end.
 //!
-//! `cargo bench -p stagecast-compute --bench soak` (run by `make bench`).
+//! `cargo bench -p stagecast-e2e --bench soak` (run by `make bench`), against the release
+//! build of the node: `cargo build --release -p stagecast-compute --bin stagecast-node`
+//! first (`make bench` does), or name another binary in `STAGECAST_NODE_BIN`.
 //! `STAGECAST_SOAK_SECS` shortens or lengthens the run, the faults kept in proportion;
 //! `STAGECAST_SOAK_SEED` replays one schedule of drops.
 
-use std::path::Path;
 use std::time::Duration;
 
-use stagecast_e2e::machine;
 use stagecast_e2e::soak::{self, Plan};
+use stagecast_e2e::{host, node_bin};
 
-const COMMAND: &str = "cargo bench -p stagecast-compute --bench soak";
+const COMMAND: &str = "cargo bench -p stagecast-e2e --bench soak";
 
 fn main() -> anyhow::Result<()> {
     let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
@@ -27,12 +28,12 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let node = Path::new(env!("CARGO_BIN_EXE_stagecast-node"));
-    let report = runtime.block_on(soak::run(node, plan))?;
+    let node = node_bin()?;
+    let report = runtime.block_on(soak::run(&node, plan))?;
     println!("# Fault and soak run");
     println!();
     println!("- command: `{COMMAND}`");
-    println!("- machine: {}", machine::describe());
+    println!("- machine: {}", host::describe());
     println!(
         "- everything on these cores: the edge (wrangler dev -> workerd), the node (`stagecast-node serve`, release build, ONNX Runtime on CPU, one thread per analysis) and the subscribers (this process, tokio, 2 worker threads)"
     );
