@@ -2,6 +2,7 @@
 //! again and again while events flow, each time reconnecting with `since=<last seq>`, must
 //! end with every event exactly once.
 
+use stagecast_shared::follow::{Arrival, Follower};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -139,12 +140,13 @@ async fn subscriber(
         drops: 0,
         failed_connects: 0,
     };
-    let mut last = 0u64;
+    // Where to resume and which frames are new: the shared follower every client uses.
+    let mut follower = Follower::new(0);
     while tokio::time::Instant::now() < deadline {
         let dropping = seen.drops < RESUME_DROPS;
         let connected = tokio::time::timeout(
             CONNECT_TIMEOUT,
-            tokio_tungstenite::connect_async(format!("{url}&since={last}")),
+            tokio_tungstenite::connect_async(format!("{url}&since={}", follower.since())),
         )
         .await;
         let Ok(Ok((mut ws, _))) = connected else {
@@ -181,8 +183,11 @@ async fn subscriber(
             else {
                 continue;
             };
+            // every frame is kept as it came: the check counts repeats
             seen.events.push((seq, event.to_owned()));
-            last = last.max(seq);
+            if follower.on_event(seq) == Arrival::Gap {
+                break; // events are missing: resume after the last one held
+            }
             if event == "end" {
                 return seen;
             }

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use futures_util::StreamExt;
 use serde_json::json;
-use stagecast_shared::close::{CloseCode, Reconnect};
+use stagecast_shared::backoff::Backoff;
+use stagecast_shared::follow::{AfterClose, Arrival, Follower};
 use stagecast_shared::ws::ServerMessage;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
@@ -21,8 +22,11 @@ use crate::client::{Tokens, Ws, is_terminal, seq_and_id};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Silence after which a subscriber takes its socket for dead.
 const SILENCE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Reconnect backoff ceiling (full jitter from 100 ms, doubling).
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Reconnects back off with full jitter, 100 ms doubling to 2 s.
+const RECONNECT: Backoff = Backoff {
+    base_ms: 100,
+    cap_ms: 2_000,
+};
 
 /// What one subscriber saw of its analysis.
 #[derive(Debug, Default)]
@@ -80,49 +84,6 @@ pub(super) async fn one_analysis(
     })
 }
 
-/// The resume and close-code rules of one subscriber, all in this one place (the sans-IO
-/// `stagecast_shared::follow` is to take them over): it resumes with `since` = the highest
-/// seq it saw, keeps every event frame as it arrived (repeats are not dropped: the check
-/// counts them), takes a hello without recovery as a broken promise, and stops for good on
-/// a close that says retrying cannot help.
-#[derive(Debug, Default)]
-struct Resume {
-    last: u64,
-}
-
-impl Resume {
-    /// The `since` of the next connection.
-    fn since(&self) -> u64 {
-        self.last
-    }
-
-    /// A hello arrived; `Err` when the edge could not replay from `since`.
-    fn on_hello(&self, recovered: bool, hello: &str) -> Result<(), String> {
-        if recovered {
-            Ok(())
-        } else {
-            Err(format!(
-                "resumed from {} without recovery: {hello}",
-                self.last
-            ))
-        }
-    }
-
-    /// An event with `seq` arrived.
-    fn on_event(&mut self, seq: u64) {
-        self.last = self.last.max(seq);
-    }
-
-    /// Whether a close with `code` ends following for good (a bad or forbidden token, a
-    /// bad request, a deleted analysis) rather than calling for a reconnect.
-    fn is_final(code: u16) -> bool {
-        matches!(
-            CloseCode::from_code(code).map(CloseCode::reconnect),
-            Some(Reconnect::Never | Reconnect::WithNewToken)
-        )
-    }
-}
-
 /// How a connection of a subscriber ended.
 enum End {
     /// The analysis's terminal event arrived.
@@ -131,7 +92,7 @@ enum End {
     Dropped,
     /// The edge closed it or went away: reconnect.
     Lost,
-    /// The edge refused for good (see [`Resume::is_final`]) or broke the contract.
+    /// The edge refused for good (the follower stops) or broke the contract.
     Refused(String),
 }
 
@@ -147,22 +108,24 @@ async fn follow(
 ) -> Followed {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut seen = Followed::default();
-    let mut resume = Resume::default();
+    // `stagecast_shared::follow` decides where to resume and what a close means; every
+    // frame is still recorded as it came, so the check counts repeats the edge sent.
+    let mut follower = Follower::new(0);
     let mut failures = 0u32;
     loop {
         if Instant::now() >= deadline {
             seen.problem = Some(format!(
                 "no terminal event by the deadline (last seq {})",
-                resume.since()
+                follower.since()
             ));
             return seen;
         }
         let drop_at = Instant::now() + drop_mean.mul_f64(-(1.0 - rng.f64()).ln());
-        let end = match connect(&url, &token, resume.since()).await {
+        let end = match connect(&url, &token, follower.since()).await {
             Ok(ws) => {
                 seen.connections += 1;
                 failures = 0;
-                session(ws, &mut resume, &mut seen, drop_at.min(deadline)).await
+                session(ws, &mut follower, &mut seen, drop_at.min(deadline)).await
             }
             Err(_) => End::Lost,
         };
@@ -175,9 +138,8 @@ async fn follow(
             End::Dropped => seen.forced_drops += 1,
             End::Lost => {
                 failures += 1;
-                let ceiling =
-                    (Duration::from_millis(100) * 2u32.pow(failures.min(5))).min(MAX_BACKOFF);
-                tokio::time::sleep(ceiling.mul_f64(rng.f64())).await;
+                let wait = RECONNECT.delay_ms(failures, rng.f64());
+                tokio::time::sleep(Duration::from_millis(wait)).await;
             }
         }
     }
@@ -195,7 +157,12 @@ async fn connect(url: &str, token: &str, since: u64) -> anyhow::Result<Ws> {
 }
 
 /// Reads one connection: its hello, then events, each recorded in `seen`.
-async fn session(mut ws: Ws, resume: &mut Resume, seen: &mut Followed, drop_at: Instant) -> End {
+async fn session(
+    mut ws: Ws,
+    follower: &mut Follower,
+    seen: &mut Followed,
+    drop_at: Instant,
+) -> End {
     let mut hello = false;
     loop {
         let next = tokio::time::timeout_at(
@@ -211,10 +178,13 @@ async fn session(mut ws: Ws, resume: &mut Resume, seen: &mut Followed, drop_at: 
         };
         let text = match message {
             Message::Text(text) => text,
-            Message::Close(Some(frame)) if Resume::is_final(u16::from(frame.code)) => {
-                return End::Refused(format!("closed with {}: {}", frame.code, frame.reason));
+            Message::Close(frame) => {
+                let code = frame.as_ref().map(|f| u16::from(f.code));
+                return match follower.on_close(code, false) {
+                    AfterClose::Stop => End::Refused(format!("closed with {frame:?}")),
+                    AfterClose::Reconnect | AfterClose::ReconnectWithNewToken => End::Lost,
+                };
             }
-            Message::Close(_) => return End::Lost,
             _ => continue,
         };
         let Ok(frame) = serde_json::from_str::<ServerMessage>(&text) else {
@@ -223,13 +193,18 @@ async fn session(mut ws: Ws, resume: &mut Resume, seen: &mut Followed, drop_at: 
         match frame {
             ServerMessage::Hello { recovered, .. } => {
                 hello = true;
-                if let Err(why) = resume.on_hello(recovered, &text) {
-                    return End::Refused(why);
+                if !recovered {
+                    let since = follower.since();
+                    return End::Refused(format!("resumed from {since} without recovery: {text}"));
                 }
+                follower.on_message(&frame);
             }
             ServerMessage::Event(event) if hello => {
                 seen.events.push(seq_and_id(&event));
-                resume.on_event(event.seq);
+                if follower.on_event(event.seq) == Arrival::Gap {
+                    let since = follower.since();
+                    return End::Refused(format!("event {} after {since}: a gap", event.seq));
+                }
                 if is_terminal(&event) {
                     let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
                     return End::Terminal;
