@@ -5,7 +5,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT/edge"
 log "building the edge (wasm32, release)"
 WASM_BINDGEN_BIN="$TOOLS/bin/wasm-bindgen" ESBUILD_BIN="$ROOT/node_modules/.bin/esbuild" \
-  CARGO_TARGET_DIR="$ROOT/target" with_wasm_toolchain worker-build --release --no-opt
+  with_wasm_toolchain worker-build --release --no-opt
 
 # Static assets: the pages, and the client library under a versioned path.
 log "assembling the pages and the client into edge/build/public"

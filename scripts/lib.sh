@@ -20,12 +20,18 @@ has_rustup_wasm() {
     rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown
 }
 
+# The wasm32 builds get their own target dir: Debian's rustc is another compiler than
+# rustup's, and its host crates (proc macros) in target/release break rustup's release
+# builds there (E0514).
+WASM_TARGET_DIR="$ROOT/target/wasm"
+
 # Runs a command with the toolchain that targets wasm32.
 with_wasm_toolchain() {
   if has_rustup_wasm; then
-    "$@"
+    CARGO_TARGET_DIR="$WASM_TARGET_DIR" "$@"
   else
-    PATH="/usr/bin:$PATH" CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$WASM_LINKER" "$@"
+    PATH="/usr/bin:$PATH" CARGO_TARGET_DIR="$WASM_TARGET_DIR" \
+      CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$WASM_LINKER" "$@"
   fi
 }
 
