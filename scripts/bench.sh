@@ -23,7 +23,7 @@ cargo bench -q -p stagecast-e2e --bench edge | tee bench/out/edge.md
 
 log "soak: 10 minutes of analyses through subscriber drops, edge restarts and link cuts (about 12 minutes)"
 # The soak runs the release node (what `cargo bench` would have built for compute's own benches).
-cargo build -q --release -p stagecast-compute --bin stagecast-node
+cargo build -q --release -p stagecast-node
 cargo bench -q -p stagecast-e2e --bench soak | tee bench/out/soak.md
 
 log "fuzz: 20000 random requests against the edge, no 5xx allowed (about 5 minutes)"

@@ -18,7 +18,7 @@ export STAGECAST_NODE_SECRET="$STAGECAST_DEV_SECRET" STAGECAST_EDGE_URL="$edge"
 export STAGECAST_ORT_DYLIB="$ORT_DYLIB" STAGECAST_MODELS_DIR="$MODELS_DIR"
 
 log "building the compute node (release)"
-cargo build -q --release -p stagecast-compute --bin stagecast-node
+cargo build -q --release -p stagecast-node
 node=target/release/stagecast-node
 
 pids=()

@@ -18,7 +18,7 @@ with_wasm_toolchain cargo build -q -p stagecast-shared --target wasm32-unknown-u
 export STAGECAST_ORT_DYLIB="$ORT_DYLIB" STAGECAST_MODELS_DIR="$MODELS_DIR"
 log "Rust tests: unit, property, and end to end against the real edge in workerd"
 # The end-to-end tests run the node binary, which Cargo builds only for compute's own tests.
-cargo build -q -p stagecast-compute --bin stagecast-node
+cargo build -q -p stagecast-node
 cargo test --workspace --no-fail-fast
 
 compgen -G "client/test/*.test.mjs" >/dev/null || die "no browser client tests found in client/test/"

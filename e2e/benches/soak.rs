@@ -5,7 +5,7 @@
 //! analysis did not end.
 //!
 //! `cargo bench -p stagecast-e2e --bench soak` (run by `make bench`), against the release
-//! build of the node: `cargo build --release -p stagecast-compute --bin stagecast-node`
+//! build of the node: `cargo build --release -p stagecast-node`
 //! first (`make bench` does), or name another binary in `STAGECAST_NODE_BIN`.
 //! `STAGECAST_SOAK_SECS` shortens or lengthens the run, the faults kept in proportion;
 //! `STAGECAST_SOAK_SEED` replays one schedule of drops.

@@ -41,7 +41,7 @@ pub fn node_bin() -> anyhow::Result<PathBuf> {
     let bin = target.join(profile).join("stagecast-node");
     ensure!(
         bin.is_file(),
-        "{} is not built: run `cargo build{flag} -p stagecast-compute --bin stagecast-node` \
+        "{} is not built: run `cargo build{flag} -p stagecast-node` \
          first (scripts/test.sh and scripts/bench.sh do), or set {NODE_BIN_ENV}",
         bin.display()
     );
