@@ -30,7 +30,7 @@
 //             event up to that was delivered; the client has closed by then (state 'closed')
 //   error     { code, message } of a server `error` message, or code 'token_unavailable'
 //             when the token function failed (the client retries with backoff)
-//   closed    { code, reason }: the edge refused us for good (4001, 4003, 4400, 4010
+//   closed    { code, reason }: the edge refused us for good (4001, 4003, 4400, 4409, 4010
 //             without a token function, or a normal 1000 close), or no WebSocket could be
 //             made of the URL (1006); the client stopped
 //
@@ -66,7 +66,7 @@ export const DEFAULT_HEARTBEAT_MS = 30_000;
 const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
 // Closes that retrying cannot fix (4001 and 4010 are decided by the token's kind). The same
 // rules as the Rust `stagecast_shared::follow`; test/follower.test.mjs replays its cases.
-const FINAL_CODES = new Set([1000, 4003, 4400]);
+const FINAL_CODES = new Set([1000, 4003, 4400, 4409]);
 const ANALYSIS_ID = /^[A-Za-z0-9_-]{1,64}$/;
 // RFC 7230 token characters: what a subprotocol may hold (JWTs always fit).
 const SUBPROTOCOL_SAFE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;

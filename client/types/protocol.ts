@@ -84,12 +84,12 @@ export type EdgeEvent = {
 /**
  * `edge:<seq>`: the `:` keeps it apart from node-chosen ids.
  */
-id: string, } & ({ "type": "cancel_requested", by: string, } | { "type": "stalled", silent_ms: number, });
+id: string, } & ({ "type": "cancel_requested", by: string, } | { "type": "stalled", silent_ms: number, } | { "type": "queued", pool: PoolName, position: number, max_attempts: number, } | { "type": "leased", node: NodeId, attempt: number, } | { "type": "requeued", attempt: number, reason: RequeueReason, node: NodeId, } | { "type": "failed", error: ErrorInfo, } | { "type": "cancelled", reason: string, });
 
 /**
  * The `type` of an edge event and its fields.
  */
-export type EdgeEventKind = { "type": "cancel_requested", by: string, } | { "type": "stalled", silent_ms: number, };
+export type EdgeEventKind = { "type": "cancel_requested", by: string, } | { "type": "stalled", silent_ms: number, } | { "type": "queued", pool: PoolName, position: number, max_attempts: number, } | { "type": "leased", node: NodeId, attempt: number, } | { "type": "requeued", attempt: number, reason: RequeueReason, node: NodeId, } | { "type": "failed", error: ErrorInfo, } | { "type": "cancelled", reason: string, };
 
 /**
  * The `event` of a stored event: from the node or from the edge, told apart by `type`.
@@ -127,7 +127,7 @@ export type EventsPage = { events: Array<StoredEvent>, last_seq: number, };
 /**
  * Where an analysis stands.
  */
-export type Status = "pending" | "running" | "completed" | "failed" | "cancelled" | "stalled";
+export type Status = "queued" | "pending" | "running" | "completed" | "failed" | "cancelled" | "stalled";
 
 /**
  * One stage's progress.
@@ -171,12 +171,32 @@ updated_ts?: number, last_seq: number, cancel_requested: boolean, stages: Array<
  * Regions reported so far: the sum over `partial_result` events, then the length of
  * the final `result.regions` once completed.
  */
-regions_count: number, };
+regions_count: number, 
+/**
+ * The pool of a submitted analysis (absent for one published directly by a node).
+ */
+pool?: PoolName, 
+/**
+ * While queued: 1 = next. Exact for positions 1..=10.
+ */
+queue_position?: number, 
+/**
+ * The current attempt of a submitted analysis (0 before its first lease).
+ */
+attempt?: number, max_attempts?: number, 
+/**
+ * The node holding the current lease.
+ */
+node?: NodeId, };
 
 /**
  * `POST /v1/analyses/{id}/events` body (parsed and checked by `parse_publish_body`).
  */
-export type PublishRequest = { events: Array<Event>, };
+export type PublishRequest = { 
+/**
+ * The lease's attempt; required for a submitted analysis (fencing).
+ */
+attempt?: number | null, events: Array<Event>, };
 
 /**
  * 200 answer to a publish.
@@ -204,7 +224,7 @@ export type CancelResponse = { cancel_requested: boolean, };
  * Every error's code. Each one carries its HTTP status (`ErrorCode::status`); the
  * same codes appear in WebSocket `error` messages.
  */
-export type ErrorCode = "invalid_analysis_id" | "invalid_json" | "invalid_event" | "invalid_request" | "invalid_message" | "missing_token" | "invalid_token" | "token_expired" | "insufficient_scope" | "analysis_not_granted" | "not_found" | "analysis_not_found" | "method_not_allowed" | "not_started" | "already_started" | "analysis_finished" | "progress_backwards" | "unknown_stage" | "analysis_exists" | "payload_too_large" | "rate_limited" | "internal" | "unavailable";
+export type ErrorCode = "invalid_analysis_id" | "invalid_json" | "invalid_event" | "invalid_request" | "invalid_message" | "missing_token" | "invalid_token" | "token_expired" | "insufficient_scope" | "analysis_not_granted" | "not_found" | "analysis_not_found" | "method_not_allowed" | "not_started" | "already_started" | "analysis_finished" | "progress_backwards" | "unknown_stage" | "analysis_exists" | "stale_attempt" | "invalid_pool_name" | "payload_too_large" | "rate_limited" | "queue_full" | "internal" | "unavailable";
 
 /**
  * `{"error": {"code": "...", "message": "..."}}`, the body of every error answer.
@@ -252,8 +272,109 @@ recovered: boolean, } | { "type": "event" } & StoredEvent | { "type": "snapshot"
  */
 export type ClientMessage = { "type": "ping" } | { "type": "cancel" } | { "type": "snapshot" };
 
+/**
+ * A checked analysis id: it names the analysis' Durable Object.
+ */
+export type AnalysisId = string;
+
+/**
+ * A checked pool name (`default` unless a submission names another): with the
+ * verified tenant it names the pool's Durable Object.
+ */
+export type PoolName = string;
+
+/**
+ * A checked node id: the `sub` of a node's token.
+ */
+export type NodeId = string;
+
+/**
+ * The work itself, as the node gets it in a lease.
+ */
+export type Job = { 
+/**
+ * An http(s) URL; the node treats it as untrusted.
+ */
+input: string, 
+/**
+ * The model to run; a node's default when absent.
+ */
+model?: string, options: JobOptions, };
+
+/**
+ * Pipeline knobs a caller may set; the node's configuration fills the rest.
+ */
+export type JobOptions = { fps?: number, batch_size?: number, };
+
+/**
+ * `POST /v1/analyses` body, checked by [`parse_submit_body`].
+ */
+export type SubmitRequest = { 
+/**
+ * The edge picks one when absent.
+ */
+analysis_id?: AnalysisId, pool: PoolName, 
+/**
+ * An http(s) URL.
+ */
+input: string, model?: string, options: JobOptions, 
+/**
+ * 0..=9, higher first.
+ */
+priority: number, 
+/**
+ * 1..=10: how many attempts may be lost to node loss before the analysis fails.
+ */
+max_attempts: number, };
+
+/**
+ * 202 (queued now) or 200 (the same submission again) answer to `POST /v1/analyses`.
+ */
+export type SubmitResponse = { analysis_id: AnalysisId, pool: PoolName, status: Status, 
+/**
+ * While queued: 1 = next.
+ */
+queue_position?: number, };
+
+/**
+ * Why a leased analysis went back to the queue.
+ */
+export type RequeueReason = "node_lost" | "released" | "lease_expired";
+
+/**
+ * `GET /v1/pools/{pool}`.
+ */
+export type PoolView = { pool: PoolName, queued: number, leased: number, 
+/**
+ * How long the oldest queued analysis has waited.
+ */
+oldest_queued_ms?: number, nodes: Array<NodeView>, 
+/**
+ * Models that queued analyses ask for and no connected node serves.
+ */
+models_without_nodes: Array<string>, };
+
+/**
+ * One node in a pool view.
+ */
+export type NodeView = { node_id: NodeId, connected: boolean, connected_ts: number, last_heartbeat_ts: number, slots: number, running: Array<AnalysisId>, models: Array<string>, labels: { [key in string]: string }, metrics?: Metrics, };
+
+/**
+ * One analysis in `GET /v1/pools/{pool}/analyses`.
+ */
+export type PoolAnalysis = { analysis_id: AnalysisId, 
+/**
+ * `queued`, `pending` (leased, not started yet as the pool sees it), or how it ended.
+ */
+status: Status, attempt: number, priority: number, node?: NodeId, submitted_ts: number, finished_ts?: number, };
+
+/**
+ * The live pool view (`GET /v1/pools/{pool}/ws`): a `pool` snapshot first, then these.
+ */
+export type PoolEvent = { "type": "pool", view: PoolView, server_ts: number, } | { "type": "node_joined", node: NodeView, } | { "type": "node_left", node_id: NodeId, } | { "type": "node_metrics", node: NodeView, } | { "type": "queue_changed", queued: number, leased: number, } | { "type": "leased", analysis_id: AnalysisId, node: NodeId, attempt: number, } | { "type": "finished", analysis_id: AnalysisId, status: Status, };
+
 /** WebSocket close codes used by the edge. */
-export type CloseCode = 4001 | 4003 | 4400 | 4008 | 4009 | 4010 | 1012 | 1013 | 1000;
+export type CloseCode = 4001 | 4003 | 4400 | 4008 | 4009 | 4010 | 4409 | 1012 | 1013 | 1000;
 
 /** What a client should do after a close. */
 export type Reconnect = "never" | "with_new_token" | "with_backoff" | "without_resending" | "with_new_token_since_last_seq" | "since_last_seq";
@@ -266,6 +387,7 @@ export const CLOSE_CODES: Record<CloseCode, { reason: string, reconnect: Reconne
   4008: { reason: "too many messages", reconnect: "with_backoff" },
   4009: { reason: "message too big", reconnect: "without_resending" },
   4010: { reason: "token expired", reconnect: "with_new_token_since_last_seq" },
+  4409: { reason: "replaced by a newer connection of this node", reconnect: "never" },
   1012: { reason: "edge restarting", reconnect: "since_last_seq" },
   1013: { reason: "too many subscribers: try again later", reconnect: "with_backoff" },
   1000: { reason: "closed", reconnect: "never" },

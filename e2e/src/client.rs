@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use stagecast_shared::EventKind;
 use stagecast_shared::StoredEvent;
-use stagecast_shared::stored::{EdgeEventKind, StoredEventBody};
+use stagecast_shared::stored::StoredEventBody;
 use stagecast_shared::token::{Claims, Scope, SigningKey, mint};
 use stagecast_shared::ws::ServerMessage;
 use tokio::net::TcpStream;
@@ -186,13 +186,7 @@ pub fn node_event(e: &StoredEvent) -> Option<&EventKind> {
 
 /// The `type` of a stored event, e.g. `"progress"` or `"cancel_requested"`.
 pub fn kind(e: &StoredEvent) -> &'static str {
-    match &e.event {
-        StoredEventBody::Node(event) => event.kind.type_name(),
-        StoredEventBody::Edge(event) => match event.kind {
-            EdgeEventKind::CancelRequested { .. } => "cancel_requested",
-            EdgeEventKind::Stalled { .. } => "stalled",
-        },
-    }
+    e.event.type_name()
 }
 
 /// Completed, failed or cancelled: the analysis's last event.

@@ -8,6 +8,9 @@ use crate::event::Event;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct PublishRequest {
+    /// The lease's attempt; required for a submitted analysis (fencing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
     pub events: Vec<Event>,
 }
 
@@ -76,10 +79,17 @@ pub enum ErrorCode {
     UnknownStage,
     /// 409 (node API): an analysis with this id was already submitted to this node.
     AnalysisExists,
+    /// 409: a publish from a lease that is no longer current (or without `attempt` for
+    /// a submitted analysis); nothing of the batch is stored.
+    StaleAttempt,
+    /// 400: the pool name of the URL or body breaks the id rule.
+    InvalidPoolName,
     /// 413: the body is larger than 256 KiB (`MAX_BODY_BYTES`).
     PayloadTooLarge,
     /// 429: slow down (see `Retry-After`).
     RateLimited,
+    /// 429: the pool holds `STAGECAST_QUEUE_LIMIT` queued analyses (see `Retry-After`).
+    QueueFull,
     /// 500: a bug or a storage failure at the edge.
     Internal,
     /// 503: the edge is restarting or overloaded; retry.
@@ -91,15 +101,16 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            InvalidAnalysisId | InvalidJson | InvalidEvent | InvalidRequest | InvalidMessage => 400,
+            InvalidAnalysisId | InvalidPoolName | InvalidJson | InvalidEvent | InvalidRequest
+            | InvalidMessage => 400,
             MissingToken | InvalidToken | TokenExpired => 401,
             InsufficientScope | AnalysisNotGranted => 403,
             NotFound | AnalysisNotFound => 404,
             MethodNotAllowed => 405,
             NotStarted | AlreadyStarted | AnalysisFinished | ProgressBackwards | UnknownStage
-            | AnalysisExists => 409,
+            | AnalysisExists | StaleAttempt => 409,
             PayloadTooLarge => 413,
-            RateLimited => 429,
+            RateLimited | QueueFull => 429,
             Internal => 500,
             Unavailable => 503,
         }

@@ -17,6 +17,9 @@ pub enum CloseCode {
     TooBig,
     /// 4010: the token expired while connected.
     TokenExpired,
+    /// 4409: a node connected to its pool again with the same node id: this older
+    /// socket is replaced.
+    Replaced,
     /// 1012: the edge is restarting or the object moved.
     Restarting,
     /// 1013: the analysis has as many subscribers as it takes; try again later.
@@ -44,13 +47,14 @@ pub enum Reconnect {
 
 impl CloseCode {
     /// Every close code, for tables and tests.
-    pub const ALL: [CloseCode; 9] = [
+    pub const ALL: [CloseCode; 10] = [
         Self::InvalidToken,
         Self::Forbidden,
         Self::BadRequest,
         Self::TooFast,
         Self::TooBig,
         Self::TokenExpired,
+        Self::Replaced,
         Self::Restarting,
         Self::TryAgainLater,
         Self::Normal,
@@ -65,6 +69,7 @@ impl CloseCode {
             Self::TooFast => 4008,
             Self::TooBig => 4009,
             Self::TokenExpired => 4010,
+            Self::Replaced => 4409,
             Self::Restarting => 1012,
             Self::TryAgainLater => 1013,
             Self::Normal => 1000,
@@ -85,6 +90,7 @@ impl CloseCode {
             Self::TooFast => "too many messages",
             Self::TooBig => "message too big",
             Self::TokenExpired => "token expired",
+            Self::Replaced => "replaced by a newer connection of this node",
             Self::Restarting => "edge restarting",
             Self::TryAgainLater => "too many subscribers: try again later",
             Self::Normal => "closed",
@@ -95,7 +101,7 @@ impl CloseCode {
     pub fn reconnect(self) -> Reconnect {
         match self {
             Self::InvalidToken => Reconnect::WithNewToken,
-            Self::Forbidden | Self::BadRequest | Self::Normal => Reconnect::Never,
+            Self::Forbidden | Self::BadRequest | Self::Normal | Self::Replaced => Reconnect::Never,
             Self::TooFast | Self::TryAgainLater => Reconnect::WithBackoff,
             Self::TooBig => Reconnect::WithoutResending,
             Self::TokenExpired => Reconnect::WithNewTokenSinceLastSeq,

@@ -1,8 +1,9 @@
-//! Analysis ids and event ids.
+//! Analysis ids, event ids, pool names and node ids.
 //!
-//! Both use the same rule: 1 to [`MAX_ID_LEN`] characters of `[A-Za-z0-9_-]`. Analysis
-//! ids appear in URLs and Durable Object names, event ids are chosen by nodes; one
-//! charset keeps both safe to log, to put in a URL and to use as a SQLite key.
+//! All use the same rule: 1 to [`MAX_ID_LEN`] characters of `[A-Za-z0-9_-]`. Analysis
+//! ids and pool names appear in URLs and Durable Object names, event ids and node ids
+//! are chosen by nodes; one charset keeps them safe to log, to put in a URL and to use
+//! as a SQLite key.
 
 use std::fmt;
 
@@ -40,46 +41,73 @@ pub fn check_id(id: &str) -> Result<(), IdError> {
     Ok(())
 }
 
-/// A checked analysis id. Build it with [`AnalysisId::parse`]; deserializing checks too.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct AnalysisId(String);
+/// A newtype over a string checked with [`check_id`] (on parse and on deserialize).
+macro_rules! checked_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        #[cfg_attr(test, derive(ts_rs::TS), ts(type = "string"))]
+        pub struct $name(String);
 
-impl AnalysisId {
-    /// Checks `id` (e.g. the `{id}` of a URL). A failure is a 400 / close 4400.
-    pub fn parse(id: &str) -> Result<Self, IdError> {
-        check_id(id)?;
-        Ok(Self(id.to_owned()))
-    }
+        impl $name {
+            /// Checks `id` (e.g. a segment of a URL). A failure is a 400 / close 4400.
+            pub fn parse(id: &str) -> Result<Self, IdError> {
+                check_id(id)?;
+                Ok(Self(id.to_owned()))
+            }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+
+            fn try_from(id: String) -> Result<Self, IdError> {
+                check_id(&id)?;
+                Ok(Self(id))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
 }
 
-impl TryFrom<String> for AnalysisId {
-    type Error = IdError;
+checked_id!(
+    /// A checked analysis id: it names the analysis' Durable Object.
+    AnalysisId
+);
+checked_id!(
+    /// A checked pool name (`default` unless a submission names another): with the
+    /// verified tenant it names the pool's Durable Object.
+    PoolName
+);
+checked_id!(
+    /// A checked node id: the `sub` of a node's token.
+    NodeId
+);
 
-    fn try_from(id: String) -> Result<Self, IdError> {
-        check_id(&id)?;
-        Ok(Self(id))
-    }
-}
-
-impl From<AnalysisId> for String {
-    fn from(id: AnalysisId) -> String {
-        id.0
-    }
-}
-
-impl fmt::Display for AnalysisId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl AsRef<str> for AnalysisId {
-    fn as_ref(&self) -> &str {
-        &self.0
+impl PoolName {
+    /// The pool of a submission that names none.
+    pub fn default_pool() -> Self {
+        Self("default".to_owned())
     }
 }

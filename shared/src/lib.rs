@@ -6,6 +6,8 @@
 //!   [`ws`]: WebSocket messages; [`close`]: WebSocket close codes.
 //! - [`ids`] and [`limits`]: the bounds; [`validate`]: checking and parsing a publish body.
 //! - [`machine`]: the [`Analysis`] state machine (order, progress, ETA, cancel, stall, replay).
+//! - [`dispatch`]: submissions, a pool's queue and leases ([`dispatch::Pool`]), the
+//!   node's pool socket and the pool views.
 //! - [`token`]: JWT verification against tenant keys, bearer parsing, authorization,
 //!   and minting.
 //! - Client policies, sans-IO: [`follow`] (resume, dedupe, close code -> action),
@@ -17,6 +19,7 @@
 pub mod api;
 pub mod backoff;
 pub mod close;
+pub mod dispatch;
 pub mod event;
 pub mod follow;
 pub mod ids;
@@ -34,7 +37,7 @@ mod ts_export;
 
 pub use api::{ApiError, ErrorBody, ErrorCode, PublishRequest, PublishResponse};
 pub use event::{Event, EventKind};
-pub use ids::AnalysisId;
+pub use ids::{AnalysisId, NodeId, PoolName};
 pub use machine::{Analysis, BatchOutcome, TransitionError};
 pub use snapshot::{Snapshot, Status};
 pub use stored::StoredEvent;

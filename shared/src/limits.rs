@@ -21,6 +21,8 @@ pub const MAX_NAME_LEN: usize = 128;
 pub const MAX_LABEL_LEN: usize = 128;
 /// Error codes sent by nodes (`failed.error.code`).
 pub const MAX_CODE_LEN: usize = 64;
+/// A submitted input URL.
+pub const MAX_INPUT_URL_LEN: usize = 2048;
 /// Human-readable messages: progress messages, error messages, cancel reasons.
 pub const MAX_MESSAGE_LEN: usize = 1024;
 /// The `summary` of a completed result.

@@ -5,13 +5,16 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{AnalysisResult, ErrorInfo};
+use crate::ids::{NodeId, PoolName};
 
 /// Where an analysis stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub enum Status {
-    /// Nothing heard yet.
+    /// Submitted at the edge, waiting in its pool for a node.
+    Queued,
+    /// Nothing heard yet (for a submitted analysis: leased, not started yet).
     Pending,
     /// `started` arrived and no terminal event yet.
     Running,
@@ -27,6 +30,7 @@ impl Status {
     /// The wire name, e.g. `"running"`.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Queued => "queued",
             Self::Pending => "pending",
             Self::Running => "running",
             Self::Completed => "completed",
@@ -96,4 +100,18 @@ pub struct Snapshot {
     /// Regions reported so far: the sum over `partial_result` events, then the length of
     /// the final `result.regions` once completed.
     pub regions_count: u64,
+    /// The pool of a submitted analysis (absent for one published directly by a node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolName>,
+    /// While queued: 1 = next. Exact for positions 1..=10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<u32>,
+    /// The current attempt of a submitted analysis (0 before its first lease).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u8>,
+    /// The node holding the current lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeId>,
 }

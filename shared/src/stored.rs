@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Deserializer, Serialize, de::Error as _};
 
-use crate::event::Event;
+use crate::dispatch::wire::RequeueReason;
+use crate::event::{ErrorInfo, Event};
+use crate::ids::{NodeId, PoolName};
 
 /// An event the edge appends itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +26,44 @@ pub enum EdgeEventKind {
     CancelRequested { by: String },
     /// A running analysis heard nothing from its node for `silent_ms`.
     Stalled { silent_ms: u64 },
+    /// Submitted at the edge: waiting in `pool` at `position` (1 = next).
+    Queued {
+        pool: PoolName,
+        position: u32,
+        max_attempts: u8,
+    },
+    /// A node took it; its publishes carry `attempt`.
+    Leased { node: NodeId, attempt: u32 },
+    /// The lease of `attempt` ended without a result; back in the queue.
+    Requeued {
+        attempt: u32,
+        reason: RequeueReason,
+        node: NodeId,
+    },
+    /// The edge ended it (its attempts ran out: `attempts_exhausted`).
+    Failed { error: ErrorInfo },
+    /// The edge ended it (cancelled while queued, so no node was involved).
+    Cancelled { reason: String },
+}
+
+impl EdgeEventKind {
+    /// The wire name of this type, e.g. `"requeued"`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::CancelRequested { .. } => "cancel_requested",
+            Self::Stalled { .. } => "stalled",
+            Self::Queued { .. } => "queued",
+            Self::Leased { .. } => "leased",
+            Self::Requeued { .. } => "requeued",
+            Self::Failed { .. } => "failed",
+            Self::Cancelled { .. } => "cancelled",
+        }
+    }
+
+    /// The edge's own `failed` and `cancelled` end an analysis.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Self::Failed { .. } | Self::Cancelled { .. })
+    }
 }
 
 /// The id of the edge event stored at `seq`: `edge:<seq>`.
@@ -31,8 +71,10 @@ pub enum EdgeEventKind {
 /// The `:` is outside the charset of node event ids, so an edge id never collides
 /// with (or is mistaken for a duplicate of) an id a node chose.
 pub fn edge_event_id(seq: u64) -> String {
-    format!("edge:{seq}")
+    format!("{EDGE_ID_PREFIX}{seq}")
 }
+
+const EDGE_ID_PREFIX: &str = "edge:";
 
 /// The `event` of a stored event: from the node or from the edge, told apart by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -51,17 +93,34 @@ impl StoredEventBody {
             Self::Edge(event) => &event.id,
         }
     }
+
+    /// The event's `type`, e.g. `"progress"` or `"requeued"`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Node(event) => event.kind.type_name(),
+            Self::Edge(event) => event.kind.type_name(),
+        }
+    }
+
+    /// Completed, failed or cancelled, from the node or the edge: the last event.
+    pub fn is_terminal(&self) -> bool {
+        match self {
+            Self::Node(event) => event.kind.is_terminal(),
+            Self::Edge(event) => event.kind.is_terminal(),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for StoredEventBody {
-    /// Dispatches on `type` so that an unknown type reads as one clear error, rather
-    /// than serde's "did not match any variant of untagged enum".
+    /// Dispatches on the id (edge ids are `edge:<seq>`; the edge's `failed` and
+    /// `cancelled` share their type with the node's) so that an unknown type reads as
+    /// one clear error, rather than serde's "did not match any variant of untagged enum".
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = serde_json::Value::deserialize(deserializer)?;
-        let is_edge = matches!(
-            value.get("type").and_then(serde_json::Value::as_str),
-            Some("cancel_requested" | "stalled")
-        );
+        let is_edge = value
+            .get("id")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|id| id.starts_with(EDGE_ID_PREFIX));
         let body = if is_edge {
             serde_json::from_value(value).map(Self::Edge)
         } else {

@@ -7,7 +7,10 @@ use ts_rs::{Config, TS};
 
 use crate::api::*;
 use crate::close::{CloseCode, Reconnect};
+use crate::dispatch::job::*;
+use crate::dispatch::wire::*;
 use crate::event::*;
+use crate::ids::*;
 use crate::snapshot::*;
 use crate::stored::*;
 use crate::ws::*;
@@ -63,6 +66,18 @@ fn generate() -> String {
     decl::<ErrorDetail>(&cfg, &mut out);
     decl::<ServerMessage>(&cfg, &mut out);
     decl::<ClientMessage>(&cfg, &mut out);
+    decl::<AnalysisId>(&cfg, &mut out);
+    decl::<PoolName>(&cfg, &mut out);
+    decl::<NodeId>(&cfg, &mut out);
+    decl::<Job>(&cfg, &mut out);
+    decl::<JobOptions>(&cfg, &mut out);
+    decl::<SubmitRequest>(&cfg, &mut out);
+    decl::<SubmitResponse>(&cfg, &mut out);
+    decl::<RequeueReason>(&cfg, &mut out);
+    decl::<PoolView>(&cfg, &mut out);
+    decl::<NodeView>(&cfg, &mut out);
+    decl::<PoolAnalysis>(&cfg, &mut out);
+    decl::<PoolEvent>(&cfg, &mut out);
 
     // Close codes are not JSON, so ts-rs has nothing to derive: write them from the table.
     let codes: Vec<String> = CloseCode::ALL

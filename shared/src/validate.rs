@@ -34,6 +34,8 @@ pub enum Rule {
     OutOfRange { min: f64, max: f64, value: f64 },
     #[error("must be > 0 and <= {max}, got {value}")]
     NotPositive { max: f64, value: f64 },
+    #[error("must be an absolute http:// or https:// URL with a host")]
+    NotHttpUrl,
     #[error("stage name {name:?} appears twice")]
     DuplicateStage { name: String },
     #[error("must not exceed {other} ({limit}), got {value}")]

@@ -426,6 +426,7 @@ fn close_codes_numbers_reasons_and_advice() {
             4010,
             Reconnect::WithNewTokenSinceLastSeq,
         ),
+        (CloseCode::Replaced, 4409, Reconnect::Never),
         (CloseCode::Restarting, 1012, Reconnect::SinceLastSeq),
         (CloseCode::TryAgainLater, 1013, Reconnect::WithBackoff),
         (CloseCode::Normal, 1000, Reconnect::Never),

@@ -110,7 +110,7 @@ fn cases() -> Value {
     ];
     for refresh in [false, true] {
         for code in [
-            1000, 1005, 1006, 1012, 1013, 4001, 4003, 4008, 4009, 4010, 4400,
+            1000, 1005, 1006, 1012, 1013, 4001, 4003, 4008, 4009, 4010, 4400, 4409,
         ] {
             all.push(case(
                 &format!("close {code} with refresh={refresh}"),

@@ -25,8 +25,14 @@
 //! 3. Schedule an alarm at the earliest of [`Analysis::next_deadline`] and
 //!    [`Analysis::terminal_ts`] + retention; on the alarm call [`Analysis::check_stall`].
 
+mod dispatch;
 mod eta;
 mod progress;
+
+pub use dispatch::{
+    ATTEMPTS_EXHAUSTED, AnalysisExists, Applied, Dispatched, StaleAttempt, SubmitCheck,
+    UpdateRefused,
+};
 
 use std::borrow::Borrow;
 use std::collections::HashSet;
@@ -65,6 +71,9 @@ pub struct Analysis {
     result: Option<AnalysisResult>,
     error: Option<ErrorInfo>,
     regions_count: u64,
+    /// Set when the analysis was submitted at the edge (absent in rows written before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dispatch: Option<Dispatched>,
 }
 
 /// What a batch did.
@@ -183,6 +192,7 @@ impl Analysis {
             result: None,
             error: None,
             regions_count: 0,
+            dispatch: None,
         }
     }
 
@@ -230,6 +240,11 @@ impl Analysis {
                     // The stall was due when it was stored: a zero timeout re-creates it.
                     if analysis.check_stall(stored.ts, 0).is_none() {
                         return Err(unexpected(&analysis, "stalled"));
+                    }
+                }
+                StoredEventBody::Edge(EdgeEvent { kind, .. }) => {
+                    if !analysis.replay_dispatch(kind, stored.ts) {
+                        return Err(unexpected(&analysis, kind.type_name()));
                     }
                 }
             }
@@ -359,6 +374,11 @@ impl Analysis {
             result: self.result.clone(),
             error: self.error.clone(),
             regions_count: self.regions_count,
+            pool: self.dispatch.as_ref().map(|d| d.pool.clone()),
+            queue_position: self.dispatch.as_ref().and_then(|d| d.queue_position),
+            attempt: self.dispatch.as_ref().map(|d| d.attempt),
+            max_attempts: self.dispatch.as_ref().map(|d| d.max_attempts),
+            node: self.dispatch.as_ref().and_then(|d| d.node.clone()),
         }
     }
 
@@ -389,7 +409,7 @@ impl Analysis {
                 self.started_ts = Some(now);
                 self.eta.observe(now, 0.0);
             }
-            kind if self.status == Status::Pending => {
+            kind if matches!(self.status, Status::Pending | Status::Queued) => {
                 return Err(TransitionKind::NotStarted {
                     event_type: kind.type_name(),
                 });

@@ -220,14 +220,37 @@ impl Watch {
                 }
                 StoredEventBody::Node(_) => None,
                 StoredEventBody::Edge(edge) => {
-                    self.note(&match edge.kind {
+                    let note = match edge.kind {
+                        // The edge ended it: shown like the node's own end.
+                        EdgeEventKind::Failed { error } => {
+                            return self.show(&EventKind::Failed { error });
+                        }
+                        EdgeEventKind::Cancelled { reason } => {
+                            let reason = Some(reason);
+                            return self.show(&EventKind::Cancelled { reason });
+                        }
                         EdgeEventKind::CancelRequested { by } => {
                             format!("cancel requested by {by}")
                         }
                         EdgeEventKind::Stalled { silent_ms } => {
                             format!("stalled: nothing from the node for {} s", silent_ms / 1000)
                         }
-                    });
+                        EdgeEventKind::Queued { pool, position, .. } => {
+                            format!("queued in pool {pool} at position {position}")
+                        }
+                        EdgeEventKind::Leased { node, attempt } => {
+                            format!("leased to node {node} (attempt {attempt})")
+                        }
+                        EdgeEventKind::Requeued {
+                            attempt,
+                            reason,
+                            node,
+                        } => format!(
+                            "attempt {attempt} on node {node} ended ({}): back in the queue",
+                            reason.as_str()
+                        ),
+                    };
+                    self.note(&note);
                     None
                 }
             },
