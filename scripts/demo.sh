@@ -44,7 +44,8 @@ pids+=($!)
 wait_for "$edge/healthz" "the edge" "$out/edge.log" "${pids[-1]}"
 
 log "starting a compute node on CPU at $node_api (log: $out/node.log)"
-setsid "$node" serve --listen "127.0.0.1:$node_port" --state-dir "$CACHE/demo-node" >"$out/node.log" 2>&1 &
+# the demo submits a local file: this node takes local paths from its API callers
+setsid "$node" serve --listen "127.0.0.1:$node_port" --state-dir "$CACHE/demo-node" --allow-local-inputs >"$out/node.log" 2>&1 &
 pids+=($!)
 wait_for "$node_api/readyz" "the node" "$out/node.log" "${pids[-1]}"
 

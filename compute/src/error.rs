@@ -5,12 +5,19 @@ use stagecast_shared::limits::MAX_MESSAGE_LEN;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A local path that is not a file (a URL's 404 is `InputUnavailable`).
     #[error("input not found: {0}")]
     InputNotFound(String),
     #[error("unsupported input: {0}")]
     UnsupportedInput(String),
-    #[error("fetching the input failed: {message}")]
-    InputFetchFailed { message: String, retryable: bool },
+    /// The node's input policy does not let it read or connect to this input.
+    #[error("input forbidden: {0}")]
+    InputForbidden(String),
+    /// The download failed: the network, the server's answer (a 404 too), the time cap.
+    #[error("the input could not be fetched: {message}")]
+    InputUnavailable { message: String, retryable: bool },
+    #[error("input too large: {0}")]
+    InputTooLarge(String),
     #[error("the input could not be decoded: {0}")]
     DecodeFailed(String),
     #[error("ffmpeg could not be run: {0}")]
@@ -33,7 +40,9 @@ impl Error {
         match self {
             Self::InputNotFound(_) => "input_not_found",
             Self::UnsupportedInput(_) => "unsupported_input",
-            Self::InputFetchFailed { .. } => "input_fetch_failed",
+            Self::InputForbidden(_) => "input_forbidden",
+            Self::InputUnavailable { .. } => "input_unavailable",
+            Self::InputTooLarge(_) => "input_too_large",
             Self::DecodeFailed(_) => "decode_failed",
             Self::DecoderUnavailable(_) => "decoder_unavailable",
             Self::UnknownModel { .. } => "unknown_model",
@@ -48,11 +57,13 @@ impl Error {
     /// Bad inputs and bad configuration fail the same way every time.
     pub fn retryable(&self) -> bool {
         match self {
-            Self::InputFetchFailed { retryable, .. } => *retryable,
+            Self::InputUnavailable { retryable, .. } => *retryable,
             // another node may have ffmpeg or a GPU that works
             Self::DecoderUnavailable(_) | Self::InferenceFailed(_) | Self::Internal(_) => true,
             Self::InputNotFound(_)
             | Self::UnsupportedInput(_)
+            | Self::InputForbidden(_)
+            | Self::InputTooLarge(_)
             | Self::DecodeFailed(_)
             | Self::UnknownModel { .. }
             | Self::ModelLoadFailed { .. }

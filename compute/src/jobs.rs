@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::PipelineOptions;
 use crate::model::{DEFAULT_MODEL, Model};
-use crate::pipeline::{self, Outcome, Source};
+use crate::pipeline::{self, InputPolicy, Outcome, Source};
 use crate::publish::{self, Delivered, EdgeClient, Outbox, OutboxError, Publication};
 use crate::tracker::Tracker;
 
@@ -27,7 +27,7 @@ const FINISHED_KEPT: usize = 1000;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
-    /// A local path or an http(s) URL.
+    /// An http(s) URL, or a local path where the node's input policy takes them.
     pub input: String,
     #[serde(default)]
     pub model: Option<String>,
@@ -132,6 +132,8 @@ struct Table {
 pub struct Jobs {
     models: RwLock<HashMap<String, Arc<Model>>>,
     defaults: PipelineOptions,
+    /// Submissions come from the API's callers: what they may name as inputs.
+    inputs: Arc<InputPolicy>,
     publishing: Option<Publishing>,
     slots: Arc<Semaphore>,
     capacity: usize,
@@ -142,12 +144,14 @@ pub struct Jobs {
 impl Jobs {
     pub fn new(
         defaults: PipelineOptions,
+        inputs: InputPolicy,
         limits: QueueLimits,
         publishing: Option<Publishing>,
     ) -> Self {
         Self {
             models: RwLock::default(),
             defaults,
+            inputs: Arc::new(inputs),
             publishing,
             slots: Arc::new(Semaphore::new(limits.concurrency.max(1))),
             capacity: limits.capacity,
@@ -210,7 +214,9 @@ impl Jobs {
             Some(id) => AnalysisId::parse(id).map_err(|e| invalid(format!("analysis_id: {e}")))?,
             None => new_analysis_id(),
         };
-        let source = Source::parse(&request.input).map_err(|e| invalid(format!("input: {e}")))?;
+        // a refused address is only known when fetching: that ends the analysis `failed`
+        let source = Source::parse(&request.input, &self.inputs)
+            .map_err(|e| invalid(format!("input: {e}")))?;
         let model_name = request.model.as_deref().unwrap_or(DEFAULT_MODEL);
         let model = {
             let models = self.models.read().expect("models lock");

@@ -6,7 +6,8 @@
 //! - [`model`]: manifests, the catalog, loaded models; [`runtime`]: ONNX Runtime itself;
 //!   [`gpu`]: GPU figures from NVML where there is one.
 //! - [`pipeline`]: one analysis, stage by stage ([`pipeline::run`], and [`pipeline::drive`]
-//!   to hand its events on).
+//!   to hand its events on); [`InputPolicy`]: which inputs a caller may name, and the
+//!   address, size and time rules their download keeps.
 //! - [`publish`]: its events to the edge, through a durable outbox, never losing one.
 //! - [`jobs`] and [`api`]: the daemon's queue and its HTTP API (what `serve` runs);
 //!   [`tracker`]: an analysis' state as the edge will show it.
@@ -14,13 +15,14 @@
 //! ```no_run
 //! # async fn node() -> Result<(), stagecast_compute::Error> {
 //! use std::sync::Arc;
-//! use stagecast_compute::{pipeline, CancellationToken, Catalog, Model, PipelineOptions, RuntimeOptions, Source};
+//! use stagecast_compute::{pipeline, CancellationToken, Catalog, InputPolicy, Model, PipelineOptions, RuntimeOptions, Source};
 //!
 //! let runtime = RuntimeOptions::default();
 //! let catalog = Catalog::load(&runtime.models_dir)?;
 //! // blocking, once per model: keep the Arc and share it between analyses
 //! let model = Arc::new(Model::load(&catalog, "text-detect", &runtime)?);
-//! let source = Source::parse("https://example.com/clip.mp4")?;
+//! // the default policy is for untrusted inputs: public http(s) URLs, size and time capped
+//! let source = Source::parse("https://example.com/clip.mp4", &Arc::new(InputPolicy::default()))?;
 //! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
 //! let cancel = CancellationToken::new(); // cancel() it when the edge asks
 //! let analysis = tokio::spawn(async move {
@@ -51,5 +53,5 @@ pub mod tracker;
 pub use config::{Device, PipelineOptions, RuntimeOptions};
 pub use error::Error;
 pub use model::{Catalog, Model};
-pub use pipeline::{Outcome, Source, Stage, StageUpdate, Update};
+pub use pipeline::{InputPolicy, Outcome, Source, Stage, StageUpdate, Update};
 pub use tokio_util::sync::CancellationToken;

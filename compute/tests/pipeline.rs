@@ -150,10 +150,10 @@ fn only_paths_and_http_urls_are_inputs() {
         "http://127.0.0.1/a.png",
         "https://x.test/v.mp4",
     ] {
-        assert!(Source::parse(ok).is_ok(), "{ok}");
+        assert!(Source::parse(ok, &trusted()).is_ok(), "{ok}");
     }
     for bad in ["", "  ", "ftp://host/a.mp4", "s3://bucket/key", "https://"] {
-        let e = Source::parse(bad).expect_err(bad);
+        let e = Source::parse(bad, &trusted()).expect_err(bad);
         assert_eq!(
             (e.code(), e.retryable()),
             ("unsupported_input", false),
@@ -168,7 +168,7 @@ fn only_paths_and_http_urls_are_inputs() {
 async fn cancel_mid_run_stops_the_batch_in_flight() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let cancel = CancellationToken::new();
-    let source = Source::parse(path(&fixtures().long_video)).unwrap();
+    let source = Source::parse(path(&fixtures().long_video), &trusted()).unwrap();
     let run = tokio::spawn({
         let cancel = cancel.clone();
         async move { pipeline::run(model(), &source, &options(4.0, 8), cancel, tx).await }
@@ -212,7 +212,8 @@ async fn cancel_mid_run_stops_the_batch_in_flight() {
     assert!(Duration::ZERO < batch);
 }
 
-/// http(s) inputs are downloaded first; a 404 is `input_not_found`.
+/// http(s) inputs are downloaded first; a 404 is `input_unavailable` for good, a server
+/// that does not answer is `input_unavailable` for now.
 #[tokio::test(flavor = "multi_thread")]
 async fn url_inputs_are_fetched() {
     let server = HttpServer::start(&fixtures().dir);
@@ -227,12 +228,18 @@ async fn url_inputs_are_fetched() {
     );
 
     let (outcome, _) = analyze(&format!("{}/missing.png", server.url), options(1.0, 1)).await;
-    assert_eq!(outcome.unwrap_err().code(), "input_not_found");
+    let e = outcome.unwrap_err();
+    assert_eq!(
+        (e.code(), e.retryable()),
+        ("input_unavailable", false),
+        "{e}"
+    );
+    assert!(e.to_string().contains("404"), "{e}");
     let (outcome, _) = analyze("http://127.0.0.1:9/x.png", options(1.0, 1)).await;
     let e = outcome.unwrap_err();
     assert_eq!(
         (e.code(), e.retryable()),
-        ("input_fetch_failed", true),
+        ("input_unavailable", true),
         "{e}"
     );
 }

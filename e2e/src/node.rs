@@ -69,11 +69,15 @@ pub struct Node {
 
 impl Node {
     /// Starts `bin serve` on a free port with its own state dir, the dev secret, one
-    /// ONNX Runtime thread, publishing to `edge` (a base URL) when given, plus `args`;
-    /// waits until `/healthz` answers.
+    /// ONNX Runtime thread, local paths allowed as inputs (the tests submit fixture files),
+    /// publishing to `edge` (a base URL) when given, plus `args`; waits until `/healthz`
+    /// answers.
     pub async fn start(bin: &Path, edge: Option<&str>, args: &[&str]) -> anyhow::Result<Node> {
         let state = tempfile::tempdir()?;
-        let mut all: Vec<String> = ["--threads", "1"].iter().map(|s| s.to_string()).collect();
+        let mut all: Vec<String> = ["--threads", "1", "--allow-local-inputs"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         if let Some(edge) = edge {
             all.extend(["--edge".to_owned(), edge.to_owned()]);
         }

@@ -235,3 +235,107 @@ fn config_file_settings_apply_and_unknown_ones_are_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown setting [analyze] fsp"));
 }
+
+/// `analyze` takes local paths, but its URLs keep the address rules: 127.0.0.1 only with
+/// --allow-input-host.
+#[test]
+fn analyze_refuses_urls_on_private_addresses_unless_allowed() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/text.png", listener.local_addr().unwrap());
+    let out = node(&["analyze", &url, "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let Some(EventKind::Failed { error }) = events(&out).pop() else {
+        panic!("no failed event");
+    };
+    assert_eq!(
+        (error.code.as_str(), error.retryable),
+        ("input_forbidden", false),
+        "{error:?}"
+    );
+    let out = node(&["analyze", &url, "--allow-input-host", "10.0.0.1:80"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a host name or an IP address"));
+}
+
+/// The node's downloads in `dir` (ONNX Runtime keeps a file of its own there too).
+fn downloads(dir: &std::path::Path) -> Vec<std::fs::Metadata> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name();
+            name.to_string_lossy()
+                .starts_with(stagecast_compute::pipeline::DOWNLOAD_PREFIX)
+        })
+        .filter_map(|e| e.metadata().ok())
+        .collect()
+}
+
+/// A download over --max-input-bytes ends `input_too_large` and leaves no partial file in
+/// the temporary folder (TMPDIR), where it was while it lasted.
+#[test]
+fn oversized_downloads_fail_and_leave_nothing_behind() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::time::{Duration, Instant};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let dir = tmp.path().to_owned();
+    // what the temporary folder held once the first chunk was sent
+    let server = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for stream in listener.incoming().take(2) {
+            let mut stream = stream.unwrap();
+            let mut request = String::new();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            while reader.read_line(&mut request).unwrap() > 2 {}
+            if request.starts_with("GET /sized") {
+                let head = "HTTP/1.1 200 OK\r\ncontent-length: 8000\r\n\r\n";
+                let _ = stream.write_all(head.as_bytes());
+                continue;
+            }
+            let chunk = format!("3e8\r\n{}\r\n", "x".repeat(1000));
+            let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+            stream.write_all(head.as_bytes()).unwrap();
+            stream.write_all(chunk.as_bytes()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let written = || downloads(&dir).iter().any(|m| m.len() == 1000);
+            while !written() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seen.push(written());
+            let _ = stream.write_all(chunk.as_bytes());
+        }
+        seen
+    });
+    for path in ["/chunked", "/sized"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_stagecast-node"))
+            .args(["analyze", &format!("{base}{path}"), "--json"])
+            .args([
+                "--allow-input-host",
+                "127.0.0.1",
+                "--max-input-bytes",
+                "1000",
+            ])
+            .env("TMPDIR", tmp.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{path}");
+        let Some(EventKind::Failed { error }) = events(&out).pop() else {
+            panic!("{path}: no failed event");
+        };
+        assert_eq!(
+            (error.code.as_str(), error.retryable),
+            ("input_too_large", false),
+            "{path}: {error:?}"
+        );
+        let left = downloads(tmp.path());
+        assert!(left.is_empty(), "{path} left {left:?}");
+    }
+    assert_eq!(
+        server.join().unwrap(),
+        [true],
+        "the first kilobyte was on disk"
+    );
+}

@@ -23,7 +23,9 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 pub use drive::drive;
-pub use fetch::Source;
+pub use fetch::{
+    DEFAULT_INPUT_TIMEOUT, DEFAULT_MAX_INPUT_BYTES, DOWNLOAD_PREFIX, InputPolicy, Remote, Source,
+};
 pub use update::{Stage, StageUpdate, Update};
 
 use crate::config::PipelineOptions;

@@ -8,7 +8,8 @@ use std::sync::{Arc, OnceLock};
 
 use stagecast_compute::pipeline::{self, Outcome};
 use stagecast_compute::{
-    CancellationToken, Catalog, Error, Model, PipelineOptions, RuntimeOptions, Source, Update,
+    CancellationToken, Catalog, Error, InputPolicy, Model, PipelineOptions, RuntimeOptions, Source,
+    Update,
 };
 use stagecast_fixtures::LINES;
 use stagecast_shared::event::Region;
@@ -90,14 +91,32 @@ pub fn model() -> Arc<Model> {
         .clone()
 }
 
-/// Runs the pipeline to its end; returns its outcome and every update it sent.
+/// What the operator's own command line may name: local paths, and URLs on 127.0.0.1.
+pub fn trusted() -> Arc<InputPolicy> {
+    Arc::new(InputPolicy {
+        local_paths: true,
+        allowed_hosts: vec!["127.0.0.1".into()],
+        ..InputPolicy::default()
+    })
+}
+
+/// Runs the pipeline to its end under [`trusted`]; returns its outcome and every update
+/// it sent.
 pub async fn analyze(
     input: &str,
     options: PipelineOptions,
 ) -> (Result<Outcome, Error>, Vec<Update>) {
+    let source = Source::parse(input, &trusted()).expect("source");
+    run(&source, options).await
+}
+
+/// Runs the pipeline on `source` to its end; its outcome and every update it sent.
+pub async fn run(
+    source: &Source,
+    options: PipelineOptions,
+) -> (Result<Outcome, Error>, Vec<Update>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let source = Source::parse(input).expect("source");
-    let outcome = pipeline::run(model(), &source, &options, CancellationToken::new(), tx).await;
+    let outcome = pipeline::run(model(), source, &options, CancellationToken::new(), tx).await;
     let mut updates = Vec::new();
     while let Ok(u) = rx.try_recv() {
         updates.push(u);

@@ -32,7 +32,8 @@ pub async fn run(node: &NodeArgs, edge: &EdgeArgs, args: AnalyzeArgs) -> anyhow:
         move || Model::load(&catalog, &name, &runtime)
     })
     .await??;
-    let source = Source::parse(&args.input)?;
+    // the operator's own command line: local paths are theirs to name
+    let source = Source::parse(&args.input, &Arc::new(args.fetch.policy(true)))?;
     let options = args.pipeline.options();
 
     let cancel = CancellationToken::new();

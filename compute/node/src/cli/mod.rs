@@ -4,6 +4,7 @@
 mod analyze;
 mod config_file;
 mod edge;
+mod input;
 mod models;
 mod progress;
 mod serve;
@@ -20,6 +21,7 @@ use stagecast_compute::{PipelineOptions, RuntimeOptions};
 
 pub use config_file::parse;
 use edge::EdgeArgs;
+use input::InputArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -72,8 +74,9 @@ impl NodeArgs {
 pub enum Command {
     /// Run the node daemon: an HTTP API that queues analyses and publishes them to the edge
     Serve(serve::ServeArgs),
-    /// Analyse one image or video (a path or an http(s) URL) here, showing each stage's
-    /// progress; publishes to the edge when --edge is set
+    /// Analyse one image or video (a local path, or an http(s) URL under the same address
+    /// rules as serve's) here, showing each stage's progress; publishes to the edge when
+    /// --edge is set
     Analyze(AnalyzeArgs),
     /// Follow an analysis on the edge from the terminal, to its result
     Watch(watch::WatchArgs),
@@ -118,6 +121,8 @@ pub struct AnalyzeArgs {
     pub analysis_id: Option<String>,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    #[command(flatten)]
+    pub fetch: InputArgs,
     /// Print each update as newline-delimited JSON (contract events), then the final
     /// snapshot as {"snapshot": ...}, on stdout
     #[arg(long)]

@@ -14,6 +14,7 @@ use stagecast_compute::{Catalog, Model};
 use stagecast_shared::token::KeySet;
 
 use super::edge::EdgeArgs;
+use super::input::InputArgs;
 use super::{NodeArgs, PipelineArgs, count};
 
 /// Seconds; the figures of a CPU or GPU node fall in this range.
@@ -44,6 +45,12 @@ pub struct ServeArgs {
     /// [default: this node's own HS256 key]
     #[arg(long, env = "STAGECAST_TENANTS", hide_env_values = true)]
     pub tenants: Option<String>,
+    /// Let node API callers (admin tokens) name local paths as inputs: any file this node
+    /// can read. Without it the API takes http(s) URLs only; `analyze` always takes paths
+    #[arg(long, env = "STAGECAST_ALLOW_LOCAL_INPUTS")]
+    pub allow_local_inputs: bool,
+    #[command(flatten)]
+    pub fetch: InputArgs,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
@@ -71,7 +78,20 @@ pub async fn run(node: &NodeArgs, edge: &EdgeArgs, args: ServeArgs) -> anyhow::R
         concurrency: args.concurrency,
         capacity: args.queue,
     };
-    let jobs = Arc::new(Jobs::new(args.pipeline.options(), limits, publishing));
+    let inputs = args.fetch.policy(args.allow_local_inputs);
+    tracing::info!(
+        local_paths = inputs.local_paths,
+        allowed_hosts = ?inputs.allowed_hosts,
+        max_bytes = inputs.max_bytes,
+        timeout_s = inputs.timeout.as_secs(),
+        "input policy"
+    );
+    let jobs = Arc::new(Jobs::new(
+        args.pipeline.options(),
+        inputs,
+        limits,
+        publishing,
+    ));
     let resumed = jobs.resume_outboxes()?;
     if resumed > 0 {
         tracing::info!(resumed, "sending what an earlier run left in the outbox");
