@@ -84,12 +84,12 @@ export type EdgeEvent = {
 /**
  * `edge:<seq>`: the `:` keeps it apart from node-chosen ids.
  */
-id: string, } & ({ "type": "cancel_requested", by: string, } | { "type": "stalled", silent_ms: number, } | { "type": "queued", pool: PoolName, position: number, max_attempts: number, } | { "type": "leased", node: NodeId, attempt: number, } | { "type": "requeued", attempt: number, reason: RequeueReason, node: NodeId, } | { "type": "failed", error: ErrorInfo, } | { "type": "cancelled", reason: string, });
+id: string, } & ({ "type": "cancel_requested", by: string, } | { "type": "stalled", silent_ms: number, } | { "type": "queued", pool: PoolName, position?: number, max_attempts: number, } | { "type": "leased", node: NodeId, attempt: number, } | { "type": "requeued", attempt: number, reason: RequeueReason, node: NodeId, } | { "type": "failed", error: ErrorInfo, } | { "type": "cancelled", reason: string, });
 
 /**
  * The `type` of an edge event and its fields.
  */
-export type EdgeEventKind = { "type": "cancel_requested", by: string, } | { "type": "stalled", silent_ms: number, } | { "type": "queued", pool: PoolName, position: number, max_attempts: number, } | { "type": "leased", node: NodeId, attempt: number, } | { "type": "requeued", attempt: number, reason: RequeueReason, node: NodeId, } | { "type": "failed", error: ErrorInfo, } | { "type": "cancelled", reason: string, };
+export type EdgeEventKind = { "type": "cancel_requested", by: string, } | { "type": "stalled", silent_ms: number, } | { "type": "queued", pool: PoolName, position?: number, max_attempts: number, } | { "type": "leased", node: NodeId, attempt: number, } | { "type": "requeued", attempt: number, reason: RequeueReason, node: NodeId, } | { "type": "failed", error: ErrorInfo, } | { "type": "cancelled", reason: string, };
 
 /**
  * The `event` of a stored event: from the node or from the edge, told apart by `type`.
@@ -313,7 +313,11 @@ export type SubmitRequest = {
 /**
  * The edge picks one when absent.
  */
-analysis_id?: AnalysisId, pool: PoolName, 
+analysis_id?: string, 
+/**
+ * `default` when absent.
+ */
+pool?: string, 
 /**
  * An http(s) URL.
  */

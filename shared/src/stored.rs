@@ -21,15 +21,18 @@ pub struct EdgeEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(test, ts(optional_fields))]
 pub enum EdgeEventKind {
     /// A cancel was accepted (once per analysis); `by` is the requester's token `sub`.
     CancelRequested { by: String },
     /// A running analysis heard nothing from its node for `silent_ms`.
     Stalled { silent_ms: u64 },
-    /// Submitted at the edge: waiting in `pool` at `position` (1 = next).
+    /// Submitted at the edge: waiting in `pool` at `position` (1 = next; absent when a
+    /// node already took it by the time it was recorded).
     Queued {
         pool: PoolName,
-        position: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        position: Option<u32>,
         max_attempts: u8,
     },
     /// A node took it; its publishes carry `attempt`.

@@ -227,7 +227,7 @@ impl World {
             panic!("a new id")
         };
         let queued = analysis
-            .queue(pool, max_attempts, position, self.now)
+            .queue(pool, max_attempts, Some(position), self.now)
             .unwrap();
         self.analyses.insert(analysis_id.clone(), analysis);
         self.logs.insert(analysis_id.clone(), vec![queued]);

@@ -157,7 +157,8 @@ impl Changes {
 }
 
 /// The answer to a submission.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "submitted", rename_all = "snake_case")]
 pub enum Submitted {
     /// Newly queued at this position (1 = next).
     Queued { position: u32 },
@@ -166,7 +167,8 @@ pub enum Submitted {
 }
 
 /// A submission the pool refuses.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "refused", rename_all = "snake_case")]
 pub enum SubmitRefused {
     #[error("the pool already holds this analysis with a different submission")]
     Different,
@@ -175,7 +177,8 @@ pub enum SubmitRefused {
 }
 
 /// What a cancel did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Cancelled {
     /// It was queued: it ended `cancelled` (the analysis gets [`DispatchUpdate::Cancelled`]).
     FromQueue,

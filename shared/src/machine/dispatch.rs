@@ -111,7 +111,7 @@ impl Analysis {
         &mut self,
         pool: PoolName,
         max_attempts: u8,
-        position: u32,
+        position: Option<u32>,
         now_ms: i64,
     ) -> Option<StoredEvent> {
         if self.dispatch.is_some() || self.last_seq > 0 {
@@ -123,7 +123,7 @@ impl Analysis {
             max_attempts,
             attempt: 0,
             node: None,
-            queue_position: Some(position),
+            queue_position: position,
         });
         self.status = Status::Queued;
         let kind = EdgeEventKind::Queued {

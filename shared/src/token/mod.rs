@@ -36,8 +36,12 @@ pub enum Scope {
     Cancel,
     /// Publish events (nodes).
     Publish,
-    /// Reserved for operators; it does not imply the other scopes.
+    /// Read pools; it does not imply the other scopes.
     Admin,
+    /// Submit work to a pool (backends).
+    Submit,
+    /// Connect to a pool and take its work (nodes; `sub` is the node id).
+    Node,
 }
 
 impl Scope {
@@ -47,6 +51,8 @@ impl Scope {
             Self::Cancel => "cancel",
             Self::Publish => "publish",
             Self::Admin => "admin",
+            Self::Submit => "submit",
+            Self::Node => "node",
         }
     }
 
@@ -57,6 +63,8 @@ impl Scope {
             "cancel" => Some(Self::Cancel),
             "publish" => Some(Self::Publish),
             "admin" => Some(Self::Admin),
+            "submit" => Some(Self::Submit),
+            "node" => Some(Self::Node),
             _ => None,
         }
     }

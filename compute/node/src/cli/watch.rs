@@ -235,9 +235,10 @@ impl Watch {
                         EdgeEventKind::Stalled { silent_ms } => {
                             format!("stalled: nothing from the node for {} s", silent_ms / 1000)
                         }
-                        EdgeEventKind::Queued { pool, position, .. } => {
-                            format!("queued in pool {pool} at position {position}")
-                        }
+                        EdgeEventKind::Queued { pool, position, .. } => match position {
+                            Some(p) => format!("queued in pool {pool} at position {p}"),
+                            None => format!("queued in pool {pool}"),
+                        },
                         EdgeEventKind::Leased { node, attempt } => {
                             format!("leased to node {node} (attempt {attempt})")
                         }
