@@ -10,7 +10,8 @@ ensure_dev_secret
 args=(dev --config wrangler.toml --ip 127.0.0.1 --port "$port" --persist-to "$state"
       --show-interactive-dev-session=false)
 for var in STAGECAST_DEV_SECRET STAGECAST_TENANTS STAGECAST_STALL_TIMEOUT_MS STAGECAST_RETENTION_MS \
-           STAGECAST_MAX_SOCKETS STAGECAST_HISTORY_LIMIT STAGECAST_PUBLISH_RATE; do
+           STAGECAST_MAX_SOCKETS STAGECAST_HISTORY_LIMIT STAGECAST_PUBLISH_RATE \
+           STAGECAST_LEASE_MS STAGECAST_NODE_HEARTBEAT_MS STAGECAST_QUEUE_LIMIT; do
   [ -n "${!var:-}" ] && args+=(--var "$var:${!var}")
 done
 log "edge on http://127.0.0.1:$port (state in $state); Ctrl-C stops it"

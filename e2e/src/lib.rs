@@ -5,7 +5,7 @@
 //! scenario itself. Inputs are drawn by `stagecast-fixtures`.
 //!
 //! - [`process`]: one way to start a process group, wait until it is healthy, and kill it.
-//! - [`edge`], [`node`]: the edge and the node on top of it.
+//! - [`edge`], [`node`]: the edge and the node on top of it; [`pool`]: a scripted pool node.
 //! - [`client`]: tokens, publishing, the typed subscriber, and the exactly-once check.
 //! - [`proxy`]: the cuttable TCP proxy; [`host`]: the machine, for benchmark headers.
 
@@ -13,6 +13,7 @@ pub mod client;
 pub mod edge;
 pub mod host;
 pub mod node;
+pub mod pool;
 pub mod process;
 pub mod proxy;
 pub mod soak;

@@ -22,20 +22,24 @@ pub fn required_scope(route: &Route) -> Option<Scope> {
         Route::Snapshot(_) | Route::Events(_) | Route::Subscribe(_) => Some(Scope::Subscribe),
         Route::Publish(_) => Some(Scope::Publish),
         Route::Cancel(_) => Some(Scope::Cancel),
+        Route::Submit => Some(Scope::Submit),
+        Route::PoolConnect(_) => Some(Scope::Node),
+        Route::PoolView(_) | Route::PoolAnalyses(_) | Route::PoolWatch(_) => Some(Scope::Admin),
     }
 }
 
-/// Verifies `token` at `now_ms` and checks the route's scope and the analysis grant.
+/// Verifies `token` at `now_ms` and checks the route's scope and, where the route has
+/// one, the analysis grant.
 pub fn authorize(
     token: Option<&str>,
     keys: &KeySet,
     route: &Route,
-    analysis_id: &str,
+    analysis_id: Option<&str>,
     now_ms: i64,
 ) -> Result<Principal, TokenError> {
     let need = Need {
         scope: required_scope(route),
-        analysis: Some(analysis_id),
+        analysis: analysis_id,
     };
     let verified = token::authorize(token, keys, now_ms / 1000, need)?;
     Ok(Principal {
@@ -46,8 +50,9 @@ pub fn authorize(
     })
 }
 
-/// The Durable Object's name: the verified tenant and the analysis id, so a token of one
-/// tenant can never reach another tenant's analysis whatever the URL says.
+/// A Durable Object's name: the verified tenant and the analysis id (or, in the pool
+/// namespace, the pool name), so a token of one tenant can never reach another tenant's
+/// objects whatever the URL says.
 pub fn object_name(tenant: &str, analysis_id: &str) -> String {
     // Neither a tenant id nor an analysis id may hold '/', so the name is unambiguous.
     format!("{tenant}/{analysis_id}")
@@ -80,7 +85,7 @@ mod tests {
             Some(&t),
             &keys,
             &Route::Subscribe("a1".into()),
-            "a1",
+            Some("a1"),
             NOW_S * 1000,
         )
         .unwrap();
@@ -92,7 +97,7 @@ mod tests {
             Some(&t),
             &keys,
             &Route::Publish("a1".into()),
-            "a1",
+            Some("a1"),
             NOW_S * 1000,
         );
         assert!(matches!(err, Err(TokenError::MissingScope(Scope::Publish))));
@@ -106,7 +111,7 @@ mod tests {
             Some(&t),
             &keys,
             &Route::Snapshot("a2".into()),
-            "a2",
+            Some("a2"),
             NOW_S * 1000,
         );
         assert!(matches!(err, Err(TokenError::AnalysisNotGranted(_))));
@@ -114,7 +119,7 @@ mod tests {
             None,
             &keys,
             &Route::Snapshot("a1".into()),
-            "a1",
+            Some("a1"),
             NOW_S * 1000,
         );
         assert!(matches!(err, Err(TokenError::Missing)));

@@ -1,6 +1,7 @@
 //! The edge's settings, read from Worker vars and secrets. A bad value is the operator's
 //! mistake, not a client's: it fails loudly with the variable's name.
 
+use stagecast_shared::dispatch::PoolConfig;
 use stagecast_shared::token::{KeySet, KeySetError};
 
 /// Defaults of the contract's "Running the edge alone" table.
@@ -25,6 +26,9 @@ pub struct Limits {
     pub history_limit: u64,
     /// Publish batches a second per analysis, sustained.
     pub publish_rate: u64,
+    /// A pool's timings and queue bound (`STAGECAST_LEASE_MS`,
+    /// `STAGECAST_NODE_HEARTBEAT_MS`, `STAGECAST_QUEUE_LIMIT`).
+    pub pool: PoolConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +57,7 @@ impl Limits {
     /// Reads the limits through `var` (a Worker var lookup).
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Limits, ConfigError> {
         let get = |name: &'static str, default: u64| positive(name, var(name), default);
+        let defaults = PoolConfig::default();
         Ok(Limits {
             stall_timeout_ms: get(
                 "STAGECAST_STALL_TIMEOUT_MS",
@@ -62,6 +67,12 @@ impl Limits {
             max_sockets: get("STAGECAST_MAX_SOCKETS", DEFAULT_MAX_SOCKETS as u64)? as usize,
             history_limit: get("STAGECAST_HISTORY_LIMIT", DEFAULT_HISTORY_LIMIT)?,
             publish_rate: get("STAGECAST_PUBLISH_RATE", DEFAULT_PUBLISH_RATE)?,
+            pool: PoolConfig {
+                lease_ms: get("STAGECAST_LEASE_MS", defaults.lease_ms)?,
+                heartbeat_ms: get("STAGECAST_NODE_HEARTBEAT_MS", defaults.heartbeat_ms)?,
+                queue_limit: get("STAGECAST_QUEUE_LIMIT", defaults.queue_limit as u64)? as usize,
+                ..defaults
+            },
         })
     }
 
@@ -94,6 +105,11 @@ mod tests {
         assert_eq!(limits.retention_ms, 604_800_000);
         assert_eq!(limits.max_sockets, 10_000);
         assert_eq!((limits.publish_rate, limits.publish_burst()), (50, 100));
+        let pool = limits.pool;
+        assert_eq!(
+            (pool.lease_ms, pool.heartbeat_ms, pool.queue_limit),
+            (30_000, 5_000, 10_000)
+        );
     }
 
     #[test]

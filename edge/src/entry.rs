@@ -1,25 +1,27 @@
 //! The Worker's fetch handler: bound and authenticate the request, then hand it to the
-//! analysis's object. Everything that can be refused here is, so bad traffic never wakes
-//! an object.
+//! analysis' object or the pool's. Everything that can be refused here is, so bad traffic
+//! never wakes an object.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use stagecast_shared::api::{ApiError, ErrorBody, ErrorCode};
 use stagecast_shared::close::CloseCode;
-use stagecast_shared::ids::AnalysisId;
+use stagecast_shared::dispatch::parse_submit_body;
+use stagecast_shared::ids::{AnalysisId, NodeId, PoolName};
 use stagecast_shared::limits::MAX_BODY_BYTES;
-use stagecast_shared::token::KeySet;
+use stagecast_shared::token::{ALL_ANALYSES, KeySet};
 use stagecast_shared::validate::parse_publish_body;
 use stagecast_shared::ws::TOKEN_QUERY;
 use tracing::Instrument;
-use worker::{Context, Env, Headers, Method, Request, RequestInit, Response, Result, event};
+use worker::{Context, Env, Request, Response, Result, event};
 
-use crate::auth::{Principal, authorize, object_name};
+use crate::auth::{Principal, authorize};
+use crate::call::{to_analysis, to_pool};
 use crate::clock::now_ms;
 use crate::config::{self, ConfigError};
 use crate::credentials::{RequestCredentials, offers_stagecast_subprotocol};
-use crate::forward::{Forwarded, OP_HEADER, Op};
+use crate::forward::{Forwarded, Op, PoolForwarded, PoolOp};
 use crate::query;
 use crate::respond::{error_response, refuse_websocket};
 use crate::route::{Route, RouteError};
@@ -73,10 +75,10 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             return error_response(&ErrorBody::new(ErrorCode::MethodNotAllowed, e.to_string()));
         }
     };
-    let Some(analysis_id) = route.analysis_id().map(str::to_owned) else {
+    if route == Route::Health {
         return Response::ok("ok");
-    };
-    let websocket = matches!(route, Route::Subscribe(_));
+    }
+    let websocket = route.is_websocket();
     let headers = req.headers();
     // a plain HTTP request to the socket route cannot be answered with a closed socket
     let upgrade = headers.get("upgrade")?;
@@ -92,17 +94,6 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let offers_subprotocol = subprotocols
         .as_deref()
         .is_some_and(offers_stagecast_subprotocol);
-    let refuse = |body: ErrorBody| refusal(body, websocket, offers_subprotocol);
-
-    let analysis_id = match AnalysisId::parse(&analysis_id) {
-        Ok(id) => id,
-        Err(e) => {
-            return refuse(ErrorBody::new(
-                ErrorCode::InvalidAnalysisId,
-                format!("analysis id: {e}"),
-            ));
-        }
-    };
     let pairs: Vec<(String, String)> = url
         .query_pairs()
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -121,122 +112,233 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     } else {
         creds.http_token()
     };
-
+    let request = Incoming {
+        route,
+        token: found.map(|f| f.token),
+        pairs,
+        offers_subprotocol,
+    };
     let keys = match keys(&env) {
         Ok(keys) => keys,
         Err(e) => {
             tracing::error!(error = %e, "edge misconfigured");
-            return refuse(ErrorBody::new(
+            return request.refuse(ErrorBody::new(
                 ErrorCode::Internal,
                 "the edge has no valid signing keys configured",
             ));
         }
     };
-    let principal = match authorize(
-        found.as_ref().map(|f| f.token.as_str()),
-        &keys,
-        &route,
-        analysis_id.as_str(),
-        now_ms(),
-    ) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::info!(%analysis_id, error = %e, "refused");
-            return refuse(e.body());
-        }
-    };
-    let span =
-        tracing::info_span!("request", tenant = %principal.tenant, analysis_id = %analysis_id);
-    forward(
-        req,
-        env,
-        route,
-        analysis_id,
-        principal,
-        &pairs,
-        offers_subprotocol,
-    )
-    .instrument(span)
-    .await
+    match &request.route {
+        Route::Submit => submit(req, env, &request, &keys).await,
+        route if route.pool().is_some() => to_pool_route(env, &request, &keys).await,
+        _ => to_analysis_route(req, env, &request, &keys).await,
+    }
 }
 
-/// Hands an authorized request to its analysis's object.
-async fn forward(
+/// What the Worker read of a request before any object wakes.
+struct Incoming {
+    route: Route,
+    token: Option<String>,
+    pairs: Vec<(String, String)>,
+    offers_subprotocol: bool,
+}
+
+impl Incoming {
+    /// A refused request's answer: the error body, or for a WebSocket a socket closed at
+    /// once with the matching code (browsers cannot read a failed handshake's status).
+    fn refuse(&self, body: ErrorBody) -> Result<Response> {
+        if self.route.is_websocket() {
+            let code = CloseCode::for_error(body.error.code);
+            let reason = format!("{}: {}", code.reason(), body.error.message);
+            refuse_websocket(code, &reason, self.offers_subprotocol)
+        } else {
+            error_response(&body)
+        }
+    }
+
+    /// Verifies the token for this route (and `analysis`, when the route grants one).
+    fn authorize(
+        &self,
+        keys: &KeySet,
+        analysis: Option<&str>,
+    ) -> std::result::Result<Principal, ErrorBody> {
+        authorize(self.token.as_deref(), keys, &self.route, analysis, now_ms()).map_err(|e| {
+            tracing::info!(analysis = analysis.unwrap_or(""), error = %e, "refused");
+            e.body()
+        })
+    }
+}
+
+/// An analysis route: checked here, answered by the analysis' object.
+async fn to_analysis_route(
     req: Request,
     env: Env,
-    route: Route,
-    analysis_id: AnalysisId,
-    principal: Principal,
-    pairs: &[(String, String)],
-    offers_subprotocol: bool,
+    request: &Incoming,
+    keys: &KeySet,
 ) -> Result<Response> {
-    let websocket = matches!(route, Route::Subscribe(_));
-    let refuse = |body: ErrorBody| refusal(body, websocket, offers_subprotocol);
-
-    let (op, body) = match &route {
-        Route::Publish(_) => match read_publish_body(req).await? {
+    let raw_id = request.route.analysis_id().unwrap_or_default();
+    let analysis_id = match AnalysisId::parse(raw_id) {
+        Ok(id) => id,
+        Err(e) => {
+            return request.refuse(ErrorBody::new(
+                ErrorCode::InvalidAnalysisId,
+                format!("analysis id: {e}"),
+            ));
+        }
+    };
+    let principal = match request.authorize(keys, Some(analysis_id.as_str())) {
+        Ok(p) => p,
+        Err(body) => return request.refuse(body),
+    };
+    let (op, body) = match &request.route {
+        Route::Publish(_) => match read_body(req, parse_publish_body).await? {
             Ok(body) => (Op::Publish, Some(body)),
             Err(err) => return error_response(&err),
         },
         Route::Snapshot(_) => (Op::Snapshot, None),
         Route::Cancel(_) => (Op::Cancel, None),
-        Route::Events(_) => match query::events_page(pairs) {
+        Route::Events(_) => match query::events_page(&request.pairs) {
             Ok((since, limit)) => (Op::Events { since, limit }, None),
-            Err(e) => return refuse(ErrorBody::new(ErrorCode::InvalidRequest, e.to_string())),
+            Err(e) => {
+                return request.refuse(ErrorBody::new(ErrorCode::InvalidRequest, e.to_string()));
+            }
         },
-        Route::Subscribe(_) => match query::ws_since(pairs) {
+        _ => match query::ws_since(&request.pairs) {
             Ok(since) => (
                 Op::Subscribe {
                     since,
-                    select_subprotocol: offers_subprotocol,
+                    select_subprotocol: request.offers_subprotocol,
                 },
                 None,
             ),
-            Err(e) => return refuse(ErrorBody::new(ErrorCode::InvalidRequest, e.to_string())),
+            Err(e) => {
+                return request.refuse(ErrorBody::new(ErrorCode::InvalidRequest, e.to_string()));
+            }
         },
-        Route::Health => unreachable!("health has no analysis id"),
     };
-
-    let name = object_name(&principal.tenant, analysis_id.as_str());
+    let span =
+        tracing::info_span!("request", tenant = %principal.tenant, analysis_id = %analysis_id);
     let forwarded = Forwarded {
         analysis_id,
         principal,
         op,
     };
-    let inner_headers = Headers::new();
-    inner_headers.set(OP_HEADER, &serde_json::to_string(&forwarded)?)?;
-    if websocket {
-        inner_headers.set("upgrade", "websocket")?;
-    }
-    let mut init = RequestInit::new();
-    init.with_headers(inner_headers)
-        .with_method(if body.is_some() {
-            Method::Post
-        } else {
-            Method::Get
-        });
-    if let Some(body) = body {
-        init.with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
-    }
-    let inner = Request::new_with_init("https://analysis.internal/", &init)?;
-    let stub = env.durable_object("ANALYSIS")?.get_by_name(&name)?;
-    stub.fetch_with_request(inner).await
+    to_analysis(
+        &env,
+        &forwarded,
+        body.as_deref(),
+        request.route.is_websocket(),
+    )
+    .instrument(span)
+    .await
 }
 
-/// A refused request's answer: the error body, or for a WebSocket a socket closed at
-/// once with the matching code (browsers cannot read a failed handshake's status).
-fn refusal(body: ErrorBody, websocket: bool, offers_subprotocol: bool) -> Result<Response> {
-    if websocket {
-        let code = CloseCode::for_error(body.error.code);
-        let reason = format!("{}: {}", code.reason(), body.error.message);
-        refuse_websocket(code, &reason, offers_subprotocol)
-    } else {
-        error_response(&body)
+/// `POST /v1/analyses`: the token first, then the body, then the grant of its id.
+async fn submit(req: Request, env: Env, request: &Incoming, keys: &KeySet) -> Result<Response> {
+    if let Err(body) = request.authorize(keys, None) {
+        return error_response(&body);
     }
+    let body = match read_body(req, parse_submit_body).await? {
+        Ok(body) => body,
+        Err(err) => return error_response(&err),
+    };
+    let submit = match parse_submit_body(&body) {
+        Ok(submit) => submit,
+        Err(e) => return error_response(&e.body()),
+    };
+    // An id the edge picks is unknown to the token: only a backend's `*` grants it.
+    let grant = submit
+        .analysis_id
+        .as_ref()
+        .map_or(ALL_ANALYSES, |id| id.as_str());
+    let principal = match request.authorize(keys, Some(grant)) {
+        Ok(p) => p,
+        Err(body) => return error_response(&body),
+    };
+    let analysis_id = match submit.analysis_id {
+        Some(id) => id,
+        None => new_analysis_id()?,
+    };
+    let span = tracing::info_span!("submit", tenant = %principal.tenant, analysis_id = %analysis_id, pool = %submit.pool);
+    let forwarded = Forwarded {
+        analysis_id,
+        principal,
+        op: Op::Submit {
+            pool: submit.pool,
+            submission: submit.submission,
+        },
+    };
+    to_analysis(&env, &forwarded, None, false)
+        .instrument(span)
+        .await
 }
 
-/// The publish body, bounded and validated here so a bad batch never reaches the object.
-async fn read_publish_body(mut req: Request) -> Result<std::result::Result<Vec<u8>, ErrorBody>> {
+/// A pool route: the pool object is named from the verified tenant, whatever the URL says.
+async fn to_pool_route(env: Env, request: &Incoming, keys: &KeySet) -> Result<Response> {
+    let pool = match PoolName::parse(request.route.pool().unwrap_or_default()) {
+        Ok(pool) => pool,
+        Err(e) => {
+            return request.refuse(ErrorBody::new(
+                ErrorCode::InvalidPoolName,
+                format!("pool name: {e}"),
+            ));
+        }
+    };
+    let principal = match request.authorize(keys, None) {
+        Ok(p) => p,
+        Err(body) => return request.refuse(body),
+    };
+    let select_subprotocol = request.offers_subprotocol;
+    let op = match &request.route {
+        Route::PoolView(_) => PoolOp::View,
+        Route::PoolAnalyses(_) => match query::pool_analyses(&request.pairs) {
+            Ok((filter, limit)) => PoolOp::Analyses { filter, limit },
+            Err(e) => {
+                return request.refuse(ErrorBody::new(ErrorCode::InvalidRequest, e.to_string()));
+            }
+        },
+        Route::PoolConnect(_) => match NodeId::parse(&principal.sub) {
+            Ok(node_id) => PoolOp::Connect {
+                node_id,
+                expires_at_ms: principal.expires_at_ms,
+                select_subprotocol,
+            },
+            Err(e) => {
+                return request.refuse(ErrorBody::new(
+                    ErrorCode::InvalidRequest,
+                    format!("the token's sub is the node id: {e}"),
+                ));
+            }
+        },
+        _ => PoolOp::Watch {
+            expires_at_ms: principal.expires_at_ms,
+            select_subprotocol,
+        },
+    };
+    let span = tracing::info_span!("pool_request", tenant = %principal.tenant, pool = %pool);
+    let forwarded = PoolForwarded {
+        tenant: principal.tenant,
+        pool,
+        op,
+    };
+    to_pool(&env, &forwarded, request.route.is_websocket())
+        .instrument(span)
+        .await
+}
+
+/// A fresh analysis id: 128 random bits, hex.
+fn new_analysis_id() -> Result<AnalysisId> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    AnalysisId::parse(&hex).map_err(|e| worker::Error::RustError(e.to_string()))
+}
+
+/// A body, bounded and checked by `parse` here so a bad one never reaches an object.
+async fn read_body<T, E: ApiError>(
+    mut req: Request,
+    parse: impl Fn(&[u8]) -> std::result::Result<T, E>,
+) -> Result<std::result::Result<Vec<u8>, ErrorBody>> {
     let declared = req
         .headers()
         .get("content-length")?
@@ -251,7 +353,7 @@ async fn read_publish_body(mut req: Request) -> Result<std::result::Result<Vec<u
         )));
     }
     let body = req.bytes().await?;
-    Ok(match parse_publish_body(&body) {
+    Ok(match parse(&body) {
         Ok(_) => Ok(body),
         Err(e) => Err(e.body()),
     })

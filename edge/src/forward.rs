@@ -1,15 +1,19 @@
-//! What the Worker tells an analysis's object: the operation and the verified principal,
-//! in headers that only the Worker can set (objects are not reachable from outside).
+//! What the Worker (or another object) tells an object: the operation and the verified
+//! principal, in a header only the Worker and objects can set (objects are not reachable
+//! from outside). Analysis objects take [`Forwarded`], pool objects [`PoolForwarded`].
 
 use serde::{Deserialize, Serialize};
-use stagecast_shared::ids::AnalysisId;
+use stagecast_shared::dispatch::wire::AnalysisFilter;
+use stagecast_shared::dispatch::{DispatchUpdate, Submission, SubmitRefused, Submitted};
+use stagecast_shared::ids::{AnalysisId, NodeId, PoolName};
+use stagecast_shared::snapshot::Status;
 
 use crate::auth::Principal;
 
 pub const OP_HEADER: &str = "x-stagecast-op";
 
 /// One operation on an analysis, already authorized and bounded by the Worker.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     Publish,
@@ -23,15 +27,84 @@ pub enum Op {
         since: Option<u64>,
         select_subprotocol: bool,
     },
+    /// `POST /v1/analyses`, checked by the Worker.
+    Submit {
+        pool: PoolName,
+        submission: Submission,
+    },
+    /// From the analysis' pool: what happened to it, in order.
+    Dispatch {
+        updates: Vec<DispatchUpdate>,
+    },
 }
 
-/// The header value the object reads back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The header value the analysis object reads back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Forwarded {
     pub analysis_id: AnalysisId,
     pub principal: Principal,
     #[serde(flatten)]
     pub op: Op,
+}
+
+/// One operation on a pool: from the Worker (views, sockets) or from an analysis object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum PoolOp {
+    Submit {
+        analysis_id: AnalysisId,
+        submission: Submission,
+    },
+    /// The analysis ended in `attempt`.
+    Finished {
+        analysis_id: AnalysisId,
+        attempt: u32,
+        status: Status,
+    },
+    Cancel {
+        analysis_id: AnalysisId,
+    },
+    View,
+    Analyses {
+        filter: AnalysisFilter,
+        limit: usize,
+    },
+    /// A node's socket (`sub` is the node id).
+    Connect {
+        node_id: NodeId,
+        expires_at_ms: i64,
+        select_subprotocol: bool,
+    },
+    /// The live view.
+    Watch {
+        expires_at_ms: i64,
+        select_subprotocol: bool,
+    },
+}
+
+/// The header value the pool object reads back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolForwarded {
+    pub tenant: String,
+    pub pool: PoolName,
+    #[serde(flatten)]
+    pub op: PoolOp,
+}
+
+/// A pool's answer to [`PoolOp::Submit`]. The analysis' own updates (`queued`, maybe
+/// `leased`) reach it through its pool's outbox before this answer does.
+pub type SubmitReply = Result<Submitted, SubmitRefused>;
+
+/// An analysis object's answer to [`Op::Dispatch`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DispatchReply {
+    /// Updates taken (all of them, unless the analysis was not submitted here).
+    pub applied: usize,
+    /// Set when the analysis has ended: the pool frees what it holds.
+    pub finished: Option<(u32, Status)>,
+    /// The analysis has events of its own (a node published to it directly): the pool
+    /// drops its entry.
+    pub disowned: bool,
 }
 
 #[cfg(test)]
@@ -55,5 +128,16 @@ mod tests {
         };
         let header = serde_json::to_string(&f).unwrap();
         assert_eq!(serde_json::from_str::<Forwarded>(&header).unwrap(), f);
+        let p = PoolForwarded {
+            tenant: "t".into(),
+            pool: PoolName::default_pool(),
+            op: PoolOp::Connect {
+                node_id: NodeId::parse("n1").unwrap(),
+                expires_at_ms: 9,
+                select_subprotocol: false,
+            },
+        };
+        let header = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<PoolForwarded>(&header).unwrap(), p);
     }
 }

@@ -1,5 +1,5 @@
 //! Stagecast edge: a Cloudflare Worker that authenticates nodes and browsers and routes each
-//! analysis to its own Durable Object. Pure request logic lives in plain modules so it is
+//! analysis to its own Durable Object and each (tenant, pool) to its dispatcher object. Pure request logic lives in plain modules so it is
 //! tested natively; the workers-rs shell is compiled for wasm32 only.
 
 pub mod auth;
@@ -7,11 +7,14 @@ pub mod config;
 pub mod credentials;
 pub mod deadline;
 pub mod forward;
+pub mod node_socket;
 pub mod query;
 pub mod rate;
 pub mod route;
 pub mod socket;
 
+#[cfg(target_arch = "wasm32")]
+mod call;
 #[cfg(target_arch = "wasm32")]
 mod clock;
 #[cfg(target_arch = "wasm32")]
@@ -20,6 +23,8 @@ mod entry;
 mod log;
 #[cfg(target_arch = "wasm32")]
 mod object;
+#[cfg(target_arch = "wasm32")]
+mod pool;
 #[cfg(target_arch = "wasm32")]
 mod respond;
 #[cfg(target_arch = "wasm32")]

@@ -1,5 +1,6 @@
 //! The query parameters a reader may send, bounded.
 
+use stagecast_shared::dispatch::wire::AnalysisFilter;
 use stagecast_shared::limits::{DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,6 +39,28 @@ pub fn events_page(pairs: &[(String, String)]) -> Result<(u64, usize), QueryErro
         .map(|v| non_negative("since", v))
         .transpose()?
         .unwrap_or(0);
+    Ok((since, page_limit(pairs)?))
+}
+
+/// `state` (default `queued`) and `limit` of `GET /v1/pools/{pool}/analyses`.
+pub fn pool_analyses(pairs: &[(String, String)]) -> Result<(AnalysisFilter, usize), QueryError> {
+    let filter = match param(pairs, "state") {
+        None | Some("queued") => AnalysisFilter::Queued,
+        Some("leased") => AnalysisFilter::Leased,
+        Some("finished") => AnalysisFilter::Finished,
+        Some(other) => {
+            return Err(QueryError {
+                name: "state",
+                rule: "queued, leased or finished",
+                value: other.chars().take(32).collect(),
+            });
+        }
+    };
+    Ok((filter, page_limit(pairs)?))
+}
+
+/// `limit`: 1..=1000, default 100.
+fn page_limit(pairs: &[(String, String)]) -> Result<usize, QueryError> {
     let limit = match param(pairs, "limit") {
         None => DEFAULT_EVENTS_PAGE,
         Some(v) => match non_negative("limit", v) {
@@ -51,7 +74,7 @@ pub fn events_page(pairs: &[(String, String)]) -> Result<(u64, usize), QueryErro
             }
         },
     };
-    Ok((since, limit))
+    Ok(limit)
 }
 
 #[cfg(test)]
@@ -71,6 +94,26 @@ mod tests {
         assert_eq!(ws_since(&q(&[("since", "0")])), Ok(Some(0)));
         assert_eq!(ws_since(&q(&[("since", "-1")])).unwrap_err().name, "since");
         assert!(ws_since(&q(&[("since", "abc")])).is_err());
+    }
+
+    #[test]
+    fn pool_analyses_state_and_limit() {
+        assert_eq!(
+            pool_analyses(&q(&[])),
+            Ok((AnalysisFilter::Queued, DEFAULT_EVENTS_PAGE))
+        );
+        assert_eq!(
+            pool_analyses(&q(&[("state", "finished"), ("limit", "5")])),
+            Ok((AnalysisFilter::Finished, 5))
+        );
+        assert_eq!(
+            pool_analyses(&q(&[("state", "gone")])).unwrap_err().name,
+            "state"
+        );
+        assert_eq!(
+            pool_analyses(&q(&[("limit", "0")])).unwrap_err().name,
+            "limit"
+        );
     }
 
     #[test]

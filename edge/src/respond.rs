@@ -1,6 +1,6 @@
 //! Answers in the contract's shapes: JSON bodies, the error body, and WebSocket refusals.
 
-use stagecast_shared::api::{ErrorBody, ErrorCode};
+use stagecast_shared::api::ErrorBody;
 use stagecast_shared::close::CloseCode;
 use stagecast_shared::ws::SUBPROTOCOL;
 use worker::{Response, Result, WebSocket, WebSocketPair};
@@ -14,10 +14,9 @@ pub fn error_response(body: &ErrorBody) -> Result<Response> {
     json_response(body, body.error.code.status())
 }
 
-/// 429 `rate_limited` with `Retry-After` in whole seconds.
-pub fn rate_limited_response(message: String, retry_after_secs: u64) -> Result<Response> {
-    let body = ErrorBody::new(ErrorCode::RateLimited, message);
-    let mut response = error_response(&body)?;
+/// An error (429 `rate_limited`, `queue_full`) with `Retry-After` in whole seconds.
+pub fn retry_later_response(body: &ErrorBody, retry_after_secs: u64) -> Result<Response> {
+    let mut response = error_response(body)?;
     response
         .headers_mut()
         .set("retry-after", &retry_after_secs.to_string())?;

@@ -9,6 +9,16 @@ pub enum Route {
     Publish(String),
     Cancel(String),
     Subscribe(String),
+    /// `POST /v1/analyses`: the id, if any, is in the body.
+    Submit,
+    /// `GET /v1/pools/{pool}`.
+    PoolView(String),
+    /// `GET /v1/pools/{pool}/analyses`.
+    PoolAnalyses(String),
+    /// `GET /v1/pools/{pool}/connect`: a node's socket.
+    PoolConnect(String),
+    /// `GET /v1/pools/{pool}/ws`: the live pool view.
+    PoolWatch(String),
 }
 
 /// Why a request matched no route.
@@ -24,19 +34,43 @@ impl Route {
     /// The analysis id in the path, unvalidated (validation names the field and the rule).
     pub fn analysis_id(&self) -> Option<&str> {
         match self {
-            Route::Health => None,
             Route::Snapshot(id)
             | Route::Events(id)
             | Route::Publish(id)
             | Route::Cancel(id)
             | Route::Subscribe(id) => Some(id),
+            _ => None,
         }
+    }
+
+    /// The pool name in the path, unvalidated.
+    pub fn pool(&self) -> Option<&str> {
+        match self {
+            Route::PoolView(pool)
+            | Route::PoolAnalyses(pool)
+            | Route::PoolConnect(pool)
+            | Route::PoolWatch(pool) => Some(pool),
+            _ => None,
+        }
+    }
+
+    /// Whether the route is a WebSocket.
+    pub fn is_websocket(&self) -> bool {
+        matches!(
+            self,
+            Route::Subscribe(_) | Route::PoolConnect(_) | Route::PoolWatch(_)
+        )
     }
 
     pub fn parse(method: &str, path: &str) -> Result<Route, RouteError> {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let (route, allowed) = match segments.as_slice() {
             ["healthz"] => (Route::Health, "GET"),
+            ["v1", "analyses"] => (Route::Submit, "POST"),
+            ["v1", "pools", pool] => (Route::PoolView(pool.to_string()), "GET"),
+            ["v1", "pools", pool, "analyses"] => (Route::PoolAnalyses(pool.to_string()), "GET"),
+            ["v1", "pools", pool, "connect"] => (Route::PoolConnect(pool.to_string()), "GET"),
+            ["v1", "pools", pool, "ws"] => (Route::PoolWatch(pool.to_string()), "GET"),
             ["v1", "analyses", id] => (Route::Snapshot(id.to_string()), "GET"),
             ["v1", "analyses", id, "events"] if method == "POST" => {
                 (Route::Publish(id.to_string()), "POST")
@@ -81,14 +115,33 @@ mod tests {
             Route::parse("GET", "/v1/analyses/a1/ws"),
             Ok(Route::Subscribe("a1".into()))
         );
+        assert_eq!(Route::parse("POST", "/v1/analyses"), Ok(Route::Submit));
+        assert_eq!(
+            Route::parse("GET", "/v1/pools/gpu"),
+            Ok(Route::PoolView("gpu".into()))
+        );
+        assert_eq!(
+            Route::parse("GET", "/v1/pools/gpu/analyses"),
+            Ok(Route::PoolAnalyses("gpu".into()))
+        );
+        let connect = Route::parse("GET", "/v1/pools/gpu/connect").unwrap();
+        assert_eq!(
+            (connect.pool(), connect.is_websocket()),
+            (Some("gpu"), true)
+        );
+        assert_eq!(
+            Route::parse("GET", "/v1/pools/gpu/ws"),
+            Ok(Route::PoolWatch("gpu".into()))
+        );
     }
 
     #[test]
     fn unknown_paths_and_wrong_methods_are_refused() {
         assert_eq!(
             Route::parse("GET", "/v1/analyses"),
-            Err(RouteError::NotFound)
+            Err(RouteError::MethodNotAllowed("GET".into()))
         );
+        assert_eq!(Route::parse("GET", "/v1/pools"), Err(RouteError::NotFound));
         assert_eq!(
             Route::parse("GET", "/v1/analyses/a/b/c"),
             Err(RouteError::NotFound)

@@ -18,9 +18,29 @@ pub struct SocketInfo {
     pub sub: String,
     pub can_cancel: bool,
     pub expires_at_ms: i64,
-    /// The one-second window of the message rate limit.
-    window_start_ms: i64,
-    window_count: u32,
+    #[serde(flatten)]
+    window: RateWindow,
+}
+
+/// The one-second window of a socket's message rate limit, kept in its attachment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateWindow {
+    #[serde(rename = "window_start_ms")]
+    start_ms: i64,
+    #[serde(rename = "window_count")]
+    count: u32,
+}
+
+impl RateWindow {
+    /// Counts a message at `now_ms`: false when it is over `max` in its second.
+    pub fn admit(&mut self, now_ms: i64, max: u32) -> bool {
+        if now_ms - self.start_ms >= 1000 {
+            self.start_ms = now_ms;
+            self.count = 0;
+        }
+        self.count += 1;
+        self.count <= max
+    }
 }
 
 /// What the object does with one client message when the socket stays open.
@@ -41,8 +61,7 @@ impl SocketInfo {
             sub: principal.sub.clone(),
             can_cancel: principal.can_cancel,
             expires_at_ms: principal.expires_at_ms,
-            window_start_ms: 0,
-            window_count: 0,
+            window: RateWindow::default(),
         }
     }
 
@@ -57,12 +76,7 @@ impl SocketInfo {
         if self.expired(now_ms) {
             return Err(CloseCode::TokenExpired);
         }
-        if now_ms - self.window_start_ms >= 1000 {
-            self.window_start_ms = now_ms;
-            self.window_count = 0;
-        }
-        self.window_count += 1;
-        if self.window_count > MAX_CLIENT_MESSAGES_PER_SECOND {
+        if !self.window.admit(now_ms, MAX_CLIENT_MESSAGES_PER_SECOND) {
             return Err(CloseCode::TooFast);
         }
         Ok(match ClientMessage::parse(text) {

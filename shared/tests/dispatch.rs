@@ -214,23 +214,17 @@ impl World {
     fn submit(&mut self, priority: u8, max_attempts: u8) {
         let analysis_id = id(&format!("a{}", self.submitted));
         self.submitted += 1;
-        let mut analysis = Analysis::new(analysis_id.clone());
-        let pool = PoolName::default_pool();
-        assert!(analysis.check_submit(&pool).is_ok());
+        let analysis = Analysis::new(analysis_id.clone());
+        assert!(analysis.check_submit(&PoolName::default_pool()).is_ok());
+        self.analyses.insert(analysis_id.clone(), analysis);
+        self.logs.insert(analysis_id.clone(), Vec::new());
         let mut effects = Vec::new();
         let sub = submission(priority, max_attempts);
         let answer = self
             .pool
             .submit(analysis_id.clone(), sub.clone(), self.now, &mut effects)
             .expect("under the limit");
-        let Submitted::Queued { position } = answer else {
-            panic!("a new id")
-        };
-        let queued = analysis
-            .queue(pool, max_attempts, Some(position), self.now)
-            .unwrap();
-        self.analyses.insert(analysis_id.clone(), analysis);
-        self.logs.insert(analysis_id.clone(), vec![queued]);
+        assert!(matches!(answer, Submitted::Queued { .. }), "a new id");
         // The same submission again is idempotent; a different one is refused.
         let again = self
             .pool
@@ -803,4 +797,26 @@ mod submit_body {
         let big = format!(r#"{{"input": "https://h/{}"}}"#, "x".repeat(300 * 1024));
         assert_eq!(code(&big).0, ErrorCode::PayloadTooLarge);
     }
+}
+
+#[test]
+fn a_direct_analysis_takes_no_attempt_and_no_pool() {
+    let mut analysis = Analysis::new(id("direct"));
+    assert!(analysis.check_attempt(None).is_ok());
+    assert!(
+        analysis.check_attempt(Some(1)).is_err(),
+        "an attempt means a lease"
+    );
+    let outcome = analysis.apply_batch(vec![started("s", &[("infer", 1.0)])], 5, |_| false);
+    assert!(outcome.is_ok());
+    let queued = DispatchUpdate::Queued {
+        pool: PoolName::default_pool(),
+        position: Some(1),
+        max_attempts: 3,
+    };
+    assert_eq!(
+        analysis.apply_dispatch(&queued, 6),
+        Err(UpdateRefused::NotSubmitted)
+    );
+    assert!(analysis.check_submit(&PoolName::default_pool()).is_err());
 }

@@ -2,8 +2,9 @@
 //! subscribers on the hibernation API. Socket facts live in attachments ([`crate::socket`])
 //! and the state in SQL ([`crate::store`]), so an evicted object rebuilt by `new()` loses
 //! nothing. This file is the runtime's entry points; [`state`] keeps the state machine in
-//! step with storage and [`ops`] answers each operation.
+//! step with storage, [`ops`] answers each operation and [`dispatch`] the pool's part.
 
+mod dispatch;
 mod ops;
 mod state;
 
@@ -91,12 +92,13 @@ impl DurableObject for AnalysisObject {
         };
         let span =
             tracing::info_span!("socket", tenant = %self.tenant(), analysis_id = %info.analysis_id);
-        let _enter = span.enter(); // no await below
         let text = match message {
             WebSocketIncomingMessage::String(text) => text,
             WebSocketIncomingMessage::Binary(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         };
         self.on_socket_message(&ws, info, &text)
+            .instrument(span)
+            .await
     }
 
     async fn websocket_close(

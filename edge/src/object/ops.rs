@@ -16,7 +16,7 @@ use crate::deadline::retention_over;
 use crate::forward::{Forwarded, Op};
 use crate::rate::PublishBucket;
 use crate::respond::{
-    close, error_response, json_response, rate_limited_response, refuse_websocket,
+    close, error_response, json_response, refuse_websocket, retry_later_response,
     websocket_response,
 };
 use crate::socket::{Reply, SocketInfo, next_expiry};
@@ -43,12 +43,18 @@ impl AnalysisObject {
                 rate,
                 "publish rate limited"
             );
-            return rate_limited_response(limited.message(rate, burst), limited.retry_after_secs());
+            let body = ErrorBody::new(ErrorCode::RateLimited, limited.message(rate, burst));
+            return retry_later_response(&body, limited.retry_after_secs());
         }
         let request = match parse_publish_body(&req.bytes().await?) {
             Ok(r) => r,
             Err(e) => return error_response(&e.body()),
         };
+        // Fencing: only the current attempt of a submitted analysis writes.
+        if let Err(e) = self.with_analysis(id, |a| a.check_attempt(request.attempt))? {
+            tracing::info!(error = %e, "stale attempt refused");
+            return error_response(&e.body());
+        }
         let ids: Vec<&str> = request.events.iter().map(|e| e.id.as_str()).collect();
         let known = self.store().known_ids(&ids)?;
         let now = now_ms();
@@ -63,13 +69,17 @@ impl AnalysisObject {
             Ok(outcome) => {
                 self.commit(&outcome.stored, limits)?;
                 self.schedule(limits, None, false).await?;
+                if outcome.stored.iter().any(|e| e.event.is_terminal()) {
+                    self.tell_pool_finished(id).await;
+                }
                 json_response(&outcome.response(), 200)
             }
         }
     }
 
-    /// Records a cancel by `by` once, and tells every socket.
-    fn request_cancel(
+    /// Records a cancel by `by` once, tells every socket and, for a submitted analysis,
+    /// the pool (which ends a queued one, or pushes the cancel to the node).
+    async fn request_cancel(
         &self,
         id: &AnalysisId,
         by: &str,
@@ -80,6 +90,7 @@ impl AnalysisObject {
             (Some(event), _) => {
                 tracing::info!(by, "cancel requested");
                 self.commit(&[event], limits)?;
+                self.tell_pool_cancel(id).await?;
                 Ok(Ok(()))
             }
             (None, status) if status.is_terminal() => Ok(Err(ErrorBody::new(
@@ -150,7 +161,7 @@ impl AnalysisObject {
                 let events = self.store().events_after(*since, *limit)?;
                 json_response(&EventsPage { events, last_seq }, 200)
             }
-            Op::Cancel => match self.request_cancel(id, &fwd.principal.sub, &limits)? {
+            Op::Cancel => match self.request_cancel(id, &fwd.principal.sub, &limits).await? {
                 Ok(()) => json_response(
                     &CancelResponse {
                         cancel_requested: true,
@@ -165,6 +176,13 @@ impl AnalysisObject {
             } => {
                 self.subscribe(&fwd, *since, *select_subprotocol, &limits)
                     .await
+            }
+            Op::Submit { pool, submission } => {
+                self.submit(id, pool.clone(), submission.clone(), &limits)
+                    .await
+            }
+            Op::Dispatch { updates } => {
+                json_response(&self.apply_updates(id, updates, &limits)?, 200)
             }
         }
     }
@@ -210,7 +228,7 @@ impl AnalysisObject {
         Response::ok("ok")
     }
 
-    pub(super) fn on_socket_message(
+    pub(super) async fn on_socket_message(
         &self,
         ws: &WebSocket,
         mut info: SocketInfo,
@@ -233,7 +251,8 @@ impl AnalysisObject {
             Reply::Cancel => {
                 let refused = match self.limits() {
                     Ok(limits) => self
-                        .request_cancel(&info.analysis_id, &info.sub, &limits)?
+                        .request_cancel(&info.analysis_id, &info.sub, &limits)
+                        .await?
                         .err(),
                     Err(body) => Some(body),
                 };

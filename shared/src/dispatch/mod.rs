@@ -9,6 +9,9 @@ pub mod job;
 pub mod pool;
 pub mod wire;
 
-pub use job::{Job, JobOptions, Submission, SubmitRequest, parse_submit_body};
+pub use job::{
+    Job, JobOptions, Submission, Submit, SubmitError, SubmitRequest, SubmitResponse,
+    parse_submit_body,
+};
 pub use pool::{Cancelled, Capacity, Changes, Effect, Pool, PoolConfig, SubmitRefused, Submitted};
 pub use wire::{DispatchUpdate, NodeMessage, PoolMessage, RequeueReason, RevokeReason};

@@ -312,11 +312,16 @@ impl Pool {
         let position = self.position(&entry);
         self.index(&entry);
         self.entries.insert(id.clone(), entry);
-        self.touch(&id);
+        let max_attempts = self.entries[&id].submission.max_attempts;
         if let Some(entry) = self.entries.get_mut(&id) {
-            // The submitter tells the analysis this first position itself.
             entry.told_position = Some(position);
         }
+        let queued = DispatchUpdate::Queued {
+            pool: self.name.clone(),
+            position: Some(position),
+            max_attempts,
+        };
+        self.push_update(&id, queued);
         self.after(now_ms, effects);
         Ok(Submitted::Queued { position })
     }

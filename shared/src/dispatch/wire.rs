@@ -209,10 +209,16 @@ impl RequeueReason {
 }
 
 /// What a pool tells an analysis object (in order, at least once: each is idempotent by
-/// `attempt`).
+/// `attempt`). The pool's outbox is the only writer of an analysis' dispatch state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum DispatchUpdate {
+    /// Submitted: the first update, which makes the analysis `queued`.
+    Queued {
+        pool: PoolName,
+        position: Option<u32>,
+        max_attempts: u8,
+    },
     /// The analysis' place in the queue (sent while it is among the first ten).
     Position {
         position: u32,

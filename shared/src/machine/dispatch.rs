@@ -58,6 +58,10 @@ impl ApiError for AnalysisExists {
 pub enum StaleAttempt {
     #[error("this analysis was submitted: every publish must carry its lease's `attempt`")]
     Missing,
+    #[error(
+        "attempt {sent} for an analysis that was not submitted (a direct publish carries no attempt)"
+    )]
+    NotSubmitted { sent: u32 },
     #[error("attempt {sent} is not current (the current attempt is {current}{held})", held = if *.held { "" } else { ", and it is queued" })]
     NotCurrent { sent: u32, current: u32, held: bool },
 }
@@ -107,7 +111,7 @@ impl Analysis {
     }
 
     /// Records the submission: the `queued` event, or `None` when already submitted.
-    pub fn queue(
+    fn queue(
         &mut self,
         pool: PoolName,
         max_attempts: u8,
@@ -137,8 +141,12 @@ impl Analysis {
     /// Fencing: may a publish carrying `attempt` write now?
     pub fn check_attempt(&self, attempt: Option<u32>) -> Result<(), StaleAttempt> {
         let Some(d) = &self.dispatch else {
-            // A direct analysis: the node's own; an attempt, if sent, means nothing.
-            return Ok(());
+            // A direct analysis is the node's own and takes no attempt; one that carries
+            // an attempt comes from a lease whose submission has not landed here.
+            return match attempt {
+                None => Ok(()),
+                Some(sent) => Err(StaleAttempt::NotSubmitted { sent }),
+            };
         };
         let sent = attempt.ok_or(StaleAttempt::Missing)?;
         if sent == d.attempt && d.node.is_some() {
@@ -157,6 +165,22 @@ impl Analysis {
         update: &DispatchUpdate,
         now_ms: i64,
     ) -> Result<Applied, UpdateRefused> {
+        if let DispatchUpdate::Queued {
+            pool,
+            position,
+            max_attempts,
+        } = update
+        {
+            return match (&self.dispatch, self.last_seq) {
+                (Some(_), _) => Ok(Applied::Unchanged),
+                (None, 0) => {
+                    let event = self.queue(pool.clone(), *max_attempts, *position, now_ms);
+                    Ok(event.map_or(Applied::Unchanged, Applied::Event))
+                }
+                // A node published to this id directly: it is not the pool's.
+                (None, _) => Err(UpdateRefused::NotSubmitted),
+            };
+        }
         let Some(d) = &self.dispatch else {
             return Err(UpdateRefused::NotSubmitted);
         };

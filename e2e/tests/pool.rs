@@ -1,0 +1,414 @@
+//! Dispatch at the real edge with scripted nodes: submission, leases, fencing, cancel,
+//! lease loss, scopes and hostile node messages. Real nodes joining pools are in
+//! `fleet.rs`.
+
+use std::time::Duration;
+
+use serde_json::json;
+use stagecast_e2e::client::{kind, sample_events};
+use stagecast_e2e::pool::{
+    PoolNode, admin_token, node_token, publish_attempt, submit, submit_token,
+};
+use stagecast_e2e::{Edge, Subscriber, Tokens, shared_edge};
+use stagecast_shared::dispatch::{NodeMessage, PoolMessage};
+use stagecast_shared::ws::ServerMessage;
+
+const T: Duration = Duration::from_secs(10);
+
+fn input() -> &'static str {
+    "https://media.example/clip.mp4"
+}
+
+async fn subscriber(edge: &Edge, id: &str) -> Subscriber {
+    let url = edge.ws_url(&format!(
+        "/v1/analyses/{id}/ws?since=0&token={}",
+        Tokens::viewer(id)
+    ));
+    let mut sub = Subscriber::connect(&url).await.unwrap();
+    assert!(matches!(
+        sub.next_message(T).await.unwrap(),
+        ServerMessage::Hello { .. }
+    ));
+    sub
+}
+
+/// Event types from the subscriber until a terminal one.
+async fn story(sub: &mut Subscriber) -> Vec<String> {
+    let mut types = Vec::new();
+    let mut seqs = Vec::new();
+    loop {
+        match sub.next_message(T).await.unwrap() {
+            ServerMessage::Event(e) => {
+                seqs.push(e.seq);
+                types.push(kind(&e).to_owned());
+                if e.event.is_terminal() {
+                    break;
+                }
+            }
+            ServerMessage::Snapshot { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "in order, once"
+    );
+    types
+}
+
+#[tokio::test]
+async fn submitted_work_reaches_an_idle_node_and_the_story_is_told_once() {
+    let edge = shared_edge().await;
+    let base = edge.base_url();
+    let mut node = PoolNode::join(&edge.ws_url(""), "story", "n-story", 1, &["text-detect"])
+        .await
+        .unwrap();
+    let body = json!({"analysis_id": "pool-story", "pool": "story", "input": input(), "model": "text-detect"});
+    let (status, answer, _) = submit(&base, &submit_token(), &body).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(
+        (answer["pool"].as_str(), answer["analysis_id"].as_str()),
+        (Some("story"), Some("pool-story"))
+    );
+    let (lease_id, id, attempt) = node.take_lease(T).await.unwrap();
+    assert_eq!(
+        (id.as_str(), attempt, lease_id.as_str()),
+        ("pool-story", 1, "pool-story:1")
+    );
+    let mut sub = subscriber(edge, "pool-story").await;
+    // Fencing: without the attempt, or with another one, nothing is stored.
+    let events = sample_events(4);
+    let token = node_token("n-story");
+    for attempt in [None, Some(2)] {
+        let (status, body) = publish_attempt(&base, "pool-story", &token, attempt, &events).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (409, Some("stale_attempt")),
+            "{attempt:?}"
+        );
+    }
+    let (status, body) = publish_attempt(&base, "pool-story", &token, Some(1), &events).await;
+    assert_eq!(status, 200, "{body}");
+    let types = story(&mut sub).await;
+    assert_eq!(types[..2], ["queued", "leased"]);
+    assert_eq!(types[2], "started");
+    assert_eq!(types.last().map(String::as_str), Some("completed"));
+    // The same submission again is idempotent; a different one under the id is refused.
+    let (status, again, _) = submit(&base, &submit_token(), &body_again()).await;
+    assert_eq!(
+        (status, again["status"].as_str()),
+        (200, Some("completed")),
+        "{again}"
+    );
+    let other = json!({"analysis_id": "pool-story", "pool": "story", "input": input(), "priority": 3, "model": "text-detect"});
+    let (status, refused, _) = submit(&base, &submit_token(), &other).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (409, Some("analysis_exists"))
+    );
+    // The pool saw it finish and frees the slot.
+    let view: serde_json::Value = reqwest::Client::new()
+        .get(format!("{base}/v1/pools/story/analyses?state=finished"))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view[0]["analysis_id"], "pool-story", "{view}");
+    assert_eq!(view[0]["status"], "completed");
+}
+
+fn body_again() -> serde_json::Value {
+    json!({"analysis_id": "pool-story", "pool": "story", "input": input(), "model": "text-detect"})
+}
+
+#[tokio::test]
+async fn cancel_while_queued_ends_it_and_cancel_while_leased_reaches_the_node() {
+    let edge = shared_edge().await;
+    let base = edge.base_url();
+    // Nobody serves "absent-model": it waits in the queue.
+    let body = json!({"analysis_id": "pool-cq", "pool": "cancels", "input": input(), "model": "absent-model"});
+    let (status, answer, _) = submit(&base, &submit_token(), &body).await;
+    assert_eq!(
+        (status, answer["queue_position"].as_u64()),
+        (202, Some(1)),
+        "{answer}"
+    );
+    let view: serde_json::Value = reqwest::Client::new()
+        .get(format!("{base}/v1/pools/cancels"))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["queued"], 1, "{view}");
+    assert_eq!(view["models_without_nodes"], json!(["absent-model"]));
+    let mut sub = subscriber(edge, "pool-cq").await;
+    let cancel = reqwest::Client::new()
+        .post(format!("{base}/v1/analyses/pool-cq/cancel"))
+        .bearer_auth(Tokens::viewer("pool-cq"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status().as_u16(), 202);
+    assert_eq!(
+        story(&mut sub).await,
+        ["queued", "cancel_requested", "cancelled"]
+    );
+
+    let mut node = PoolNode::join(&edge.ws_url(""), "cancels", "n-cancel", 1, &["m"])
+        .await
+        .unwrap();
+    let body = json!({"analysis_id": "pool-cl", "pool": "cancels", "input": input()});
+    assert_eq!(submit(&base, &submit_token(), &body).await.0, 202);
+    let (lease_id, _, _) = node.take_lease(T).await.unwrap();
+    let cancel = reqwest::Client::new()
+        .post(format!("{base}/v1/analyses/pool-cl/cancel"))
+        .bearer_auth(Tokens::viewer("pool-cl"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status().as_u16(), 202);
+    match node.next(T).await.unwrap() {
+        PoolMessage::Cancel {
+            analysis_id,
+            lease_id: l,
+        } => {
+            assert_eq!((analysis_id.as_str(), l), ("pool-cl", lease_id));
+        }
+        other => panic!("expected cancel, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn scopes_pool_names_and_bad_submissions_are_refused() {
+    let edge = shared_edge().await;
+    let base = edge.base_url();
+    let body = json!({"input": input()});
+    let (status, answer, _) = submit(&base, &node_token("n-scope"), &body).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (403, Some("insufficient_scope"))
+    );
+    // A submit token cannot join a pool.
+    let mut socket = PoolNode::connect(&edge.ws_url(""), "default", &submit_token())
+        .await
+        .unwrap();
+    assert_eq!(socket.closed(T).await.unwrap().0, 4003);
+    let mut socket = PoolNode::connect(&edge.ws_url(""), "bad.name", &node_token("n1"))
+        .await
+        .unwrap();
+    assert_eq!(socket.closed(T).await.unwrap().0, 4400);
+    let response = reqwest::Client::new()
+        .get(format!("{base}/v1/pools/bad.name"))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "invalid_pool_name");
+    for (bad, code) in [
+        (json!({"input": "file:///etc/passwd"}), "invalid_request"),
+        (json!({"input": input(), "priority": 12}), "invalid_request"),
+        (
+            json!({"input": input(), "pool": "a/b"}),
+            "invalid_pool_name",
+        ),
+        (json!({"input": input(), "surprise": true}), "invalid_json"),
+    ] {
+        let (status, answer, _) = submit(&base, &submit_token(), &bad).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{bad}: {answer}"
+        );
+    }
+    // Without an id the edge picks one, which only a `*` grant covers.
+    let (status, answer, _) = submit(
+        &base,
+        &submit_token(),
+        &json!({"input": input(), "pool": "ids", "model": "none"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    assert!(
+        answer["analysis_id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 32)
+    );
+    let narrow = Tokens::sign(&Tokens::claims(
+        &[stagecast_shared::token::Scope::Submit],
+        &["only-this"],
+    ));
+    let (status, _, _) = submit(&base, &narrow, &json!({"input": input()})).await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn hostile_node_messages_get_error_frames_and_close_codes() {
+    let edge = shared_edge().await;
+    let ws = edge.ws_url("");
+    let mut node = PoolNode::join(&ws, "hostile", "n-hostile", 1, &["m"])
+        .await
+        .unwrap();
+    node.send_text("not json").await.unwrap();
+    assert!(matches!(
+        node.next(T).await.unwrap(),
+        PoolMessage::Error { .. }
+    ));
+    node.send_text(r#"{"type":"ready","slots":9999,"models":[]}"#)
+        .await
+        .unwrap();
+    assert!(matches!(
+        node.next(T).await.unwrap(),
+        PoolMessage::Error { .. }
+    ));
+    // A second socket of the same node replaces the first.
+    let mut second = PoolNode::join(&ws, "hostile", "n-hostile", 1, &["m"])
+        .await
+        .unwrap();
+    assert_eq!(node.closed(T).await.unwrap().0, 4409);
+    let big = format!(r#"{{"type":"accept","lease_id":"{}"}}"#, "x".repeat(20_000));
+    second.send_text(&big).await.unwrap();
+    assert_eq!(second.closed(T).await.unwrap().0, 4009);
+    let mut fast = PoolNode::join(&ws, "hostile", "n-fast", 0, &[])
+        .await
+        .unwrap();
+    let heartbeat = serde_json::to_string(&NodeMessage::Heartbeat {
+        metrics: None,
+        running: vec![],
+    })
+    .unwrap();
+    for _ in 0..80 {
+        if fast.send_text(&heartbeat).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(fast.closed(T).await.unwrap().0, 4008);
+}
+
+/// An edge with short leases, for the loss paths.
+async fn quick_edge() -> Edge {
+    Edge::start(&[
+        ("STAGECAST_DEV_SECRET", stagecast_e2e::client::DEV_SECRET),
+        ("STAGECAST_LEASE_MS", "1500"),
+        ("STAGECAST_NODE_HEARTBEAT_MS", "500"),
+        ("STAGECAST_QUEUE_LIMIT", "3"),
+    ])
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_lost_node_is_requeued_to_another_a_stale_one_revoked_and_attempts_run_out() {
+    let edge = quick_edge().await;
+    let base = edge.base_url();
+    let ws = edge.ws_url("");
+    let mut first = PoolNode::join(&ws, "loss", "n-first", 1, &["m"])
+        .await
+        .unwrap();
+    let body =
+        json!({"analysis_id": "pool-loss", "pool": "loss", "input": input(), "max_attempts": 2});
+    assert_eq!(submit(&base, &submit_token(), &body).await.0, 202);
+    let (_, _, attempt) = first.take_lease(T).await.unwrap();
+    assert_eq!(attempt, 1);
+    let token = node_token("n-first");
+    let started = &sample_events(2)[..1];
+    assert_eq!(
+        publish_attempt(&base, "pool-loss", &token, Some(1), started)
+            .await
+            .0,
+        200
+    );
+    // The first node dies; the second takes over as attempt 2 after the lease.
+    first.kill();
+    let mut second = PoolNode::join(&ws, "loss", "n-second", 1, &["m"])
+        .await
+        .unwrap();
+    let (_, id, attempt) = second.take_lease(Duration::from_secs(15)).await.unwrap();
+    let _second = second;
+    assert_eq!((id.as_str(), attempt), ("pool-loss", 2));
+    // The first node comes back: its publishes are stale, its heartbeat gets `revoked`.
+    let late = &sample_events(2)[1..2];
+    let (status, answer) = publish_attempt(&base, "pool-loss", &token, Some(1), late).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("stale_attempt"))
+    );
+    let mut back = PoolNode::join(&ws, "loss", "n-first", 0, &["m"])
+        .await
+        .unwrap();
+    back.send(&NodeMessage::Heartbeat {
+        metrics: None,
+        running: vec![stagecast_shared::AnalysisId::parse("pool-loss").unwrap()],
+    })
+    .await
+    .unwrap();
+    loop {
+        if let PoolMessage::Revoked { analysis_id, .. } = back.next(T).await.unwrap() {
+            assert_eq!(analysis_id.as_str(), "pool-loss");
+            break;
+        }
+    }
+    // The second node never heartbeats: its lease expires, and that was the last attempt.
+    let mut sub = subscriber(&edge, "pool-loss").await;
+    let types = story(&mut sub).await;
+    assert_eq!(
+        types,
+        [
+            "queued", "leased", "started", "requeued", "leased", "failed"
+        ],
+        "the whole story"
+    );
+    let snapshot: serde_json::Value = reqwest::Client::new()
+        .get(format!("{base}/v1/analyses/pool-loss"))
+        .bearer_auth(Tokens::viewer("pool-loss"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        snapshot["error"]["code"], "attempts_exhausted",
+        "{snapshot}"
+    );
+    assert_eq!(
+        (
+            snapshot["attempt"].as_u64(),
+            snapshot["max_attempts"].as_u64()
+        ),
+        (Some(2), Some(2))
+    );
+    // A full queue refuses with Retry-After and stores nothing.
+    for n in 0..3 {
+        let body = json!({"analysis_id": format!("full-{n}"), "pool": "full", "input": input()});
+        assert_eq!(submit(&base, &submit_token(), &body).await.0, 202);
+    }
+    let body = json!({"analysis_id": "full-x", "pool": "full", "input": input()});
+    let (status, answer, retry_after) = submit(&base, &submit_token(), &body).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (429, Some("queue_full"))
+    );
+    assert!(retry_after.is_some());
+    let snapshot: serde_json::Value = reqwest::Client::new()
+        .get(format!("{base}/v1/analyses/full-x"))
+        .bearer_auth(Tokens::viewer("full-x"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (snapshot["status"].as_str(), snapshot["last_seq"].as_u64()),
+        (Some("pending"), Some(0))
+    );
+}
