@@ -18,7 +18,7 @@ use crate::client::{Tokens, now_s};
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// A token of tenant `tenant`'s key set (the dev tenant in tests) for node `node_id`.
+/// A dev tenant token for node `node_id`: it joins pools and publishes.
 pub fn node_token(node_id: &str) -> String {
     Tokens::sign(&Claims::new(
         "dev",
@@ -75,15 +75,15 @@ impl PoolNode {
         Ok(PoolNode { ws })
     }
 
-    /// Connects and reads `welcome`; then declares `slots` for `models`.
+    /// Connects with `token`, reads `welcome`, then declares `slots` for `models`.
     pub async fn join(
         ws_base: &str,
         pool: &str,
-        node_id: &str,
+        token: &str,
         slots: u32,
         models: &[&str],
     ) -> anyhow::Result<PoolNode> {
-        let mut node = Self::connect(ws_base, pool, &node_token(node_id)).await?;
+        let mut node = Self::connect(ws_base, pool, token).await?;
         match node.next(Duration::from_secs(10)).await? {
             PoolMessage::Welcome { .. } => {}
             other => anyhow::bail!("expected welcome, got {other:?}"),

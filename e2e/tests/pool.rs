@@ -5,12 +5,14 @@
 use std::time::Duration;
 
 use serde_json::json;
+use stagecast_e2e::client::now_s;
 use stagecast_e2e::client::{kind, sample_events};
 use stagecast_e2e::pool::{
     PoolNode, admin_token, node_token, publish_attempt, submit, submit_token,
 };
 use stagecast_e2e::{Edge, Subscriber, Tokens, shared_edge};
 use stagecast_shared::dispatch::{NodeMessage, PoolMessage};
+use stagecast_shared::token::{Claims, Scope, SigningKey, mint};
 use stagecast_shared::ws::ServerMessage;
 
 const T: Duration = Duration::from_secs(10);
@@ -61,9 +63,15 @@ async fn story(sub: &mut Subscriber) -> Vec<String> {
 async fn submitted_work_reaches_an_idle_node_and_the_story_is_told_once() {
     let edge = shared_edge().await;
     let base = edge.base_url();
-    let mut node = PoolNode::join(&edge.ws_url(""), "story", "n-story", 1, &["text-detect"])
-        .await
-        .unwrap();
+    let mut node = PoolNode::join(
+        &edge.ws_url(""),
+        "story",
+        &node_token("n-story"),
+        1,
+        &["text-detect"],
+    )
+    .await
+    .unwrap();
     let body = json!({"analysis_id": "pool-story", "pool": "story", "input": input(), "model": "text-detect"});
     let (status, answer, _) = submit(&base, &submit_token(), &body).await;
     assert_eq!(status, 202, "{answer}");
@@ -161,9 +169,15 @@ async fn cancel_while_queued_ends_it_and_cancel_while_leased_reaches_the_node() 
         ["queued", "cancel_requested", "cancelled"]
     );
 
-    let mut node = PoolNode::join(&edge.ws_url(""), "cancels", "n-cancel", 1, &["m"])
-        .await
-        .unwrap();
+    let mut node = PoolNode::join(
+        &edge.ws_url(""),
+        "cancels",
+        &node_token("n-cancel"),
+        1,
+        &["m"],
+    )
+    .await
+    .unwrap();
     let body = json!({"analysis_id": "pool-cl", "pool": "cancels", "input": input()});
     assert_eq!(submit(&base, &submit_token(), &body).await.0, 202);
     let (lease_id, _, _) = node.take_lease(T).await.unwrap();
@@ -254,7 +268,7 @@ async fn scopes_pool_names_and_bad_submissions_are_refused() {
 async fn hostile_node_messages_get_error_frames_and_close_codes() {
     let edge = shared_edge().await;
     let ws = edge.ws_url("");
-    let mut node = PoolNode::join(&ws, "hostile", "n-hostile", 1, &["m"])
+    let mut node = PoolNode::join(&ws, "hostile", &node_token("n-hostile"), 1, &["m"])
         .await
         .unwrap();
     node.send_text("not json").await.unwrap();
@@ -270,14 +284,14 @@ async fn hostile_node_messages_get_error_frames_and_close_codes() {
         PoolMessage::Error { .. }
     ));
     // A second socket of the same node replaces the first.
-    let mut second = PoolNode::join(&ws, "hostile", "n-hostile", 1, &["m"])
+    let mut second = PoolNode::join(&ws, "hostile", &node_token("n-hostile"), 1, &["m"])
         .await
         .unwrap();
     assert_eq!(node.closed(T).await.unwrap().0, 4409);
     let big = format!(r#"{{"type":"accept","lease_id":"{}"}}"#, "x".repeat(20_000));
     second.send_text(&big).await.unwrap();
     assert_eq!(second.closed(T).await.unwrap().0, 4009);
-    let mut fast = PoolNode::join(&ws, "hostile", "n-fast", 0, &[])
+    let mut fast = PoolNode::join(&ws, "hostile", &node_token("n-fast"), 0, &[])
         .await
         .unwrap();
     let heartbeat = serde_json::to_string(&NodeMessage::Heartbeat {
@@ -306,11 +320,99 @@ async fn quick_edge() -> Edge {
 }
 
 #[tokio::test]
+async fn a_tenants_pool_is_its_own_whatever_the_url_says() {
+    let secret_a = "tenant-a-secret-0123456789abcdef0123";
+    let secret_b = "tenant-b-secret-0123456789abcdef0123";
+    let tenants = json!({"tenants": {
+        "a": {"keys": [{"kid": "ka", "alg": "HS256", "secret": secret_a}]},
+        "b": {"keys": [{"kid": "kb", "alg": "HS256", "secret": secret_b}]}}})
+    .to_string();
+    let edge = Edge::start(&[("STAGECAST_TENANTS", &tenants)])
+        .await
+        .unwrap();
+    let (base, ws) = (edge.base_url(), edge.ws_url(""));
+    let token = |tenant: &str, kid: &str, secret: &str, sub: &str, scopes: &[Scope]| {
+        let key = SigningKey::hs256(kid, secret.as_bytes()).unwrap();
+        mint(
+            &Claims::new(tenant, sub, scopes, &["*"], now_s(), 600),
+            &key,
+        )
+        .unwrap()
+    };
+    let submit_a = token("a", "ka", secret_a, "backend-a", &[Scope::Submit]);
+    let body = json!({"analysis_id": "iso-1", "pool": "shared", "input": input()});
+    assert_eq!(submit(&base, &submit_a, &body).await.0, 202);
+    // Tenant B's node joins its own pool of that name: it never sees A's work.
+    let node_b = token(
+        "b",
+        "kb",
+        secret_b,
+        "node-b",
+        &[Scope::Node, Scope::Publish],
+    );
+    let mut b = PoolNode::join(&ws, "shared", &node_b, 2, &["m"])
+        .await
+        .unwrap();
+    assert!(
+        b.next(Duration::from_secs(2)).await.is_err(),
+        "no lease for tenant B"
+    );
+    let view = |token: String| {
+        let base = base.clone();
+        async move {
+            let view: serde_json::Value = reqwest::Client::new()
+                .get(format!("{base}/v1/pools/shared"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            view
+        }
+    };
+    let view_b = view(token("b", "kb", secret_b, "ops-b", &[Scope::Admin])).await;
+    assert_eq!(
+        (
+            view_b["queued"].as_u64(),
+            view_b["nodes"].as_array().map(Vec::len)
+        ),
+        (Some(0), Some(1)),
+        "{view_b}"
+    );
+    let view_a = view(token("a", "ka", secret_a, "ops-a", &[Scope::Admin])).await;
+    assert_eq!(
+        (
+            view_a["queued"].as_u64(),
+            view_a["nodes"].as_array().map(Vec::len)
+        ),
+        (Some(1), Some(0)),
+        "{view_a}"
+    );
+    // B cannot publish into A's submitted analysis either: its object is B's own.
+    let (status, _) = publish_attempt(&base, "iso-1", &node_b, Some(1), &sample_events(1)).await;
+    assert_eq!(status, 409, "B's analysis iso-1 was never submitted");
+    let node_a = token(
+        "a",
+        "ka",
+        secret_a,
+        "node-a",
+        &[Scope::Node, Scope::Publish],
+    );
+    let mut a = PoolNode::join(&ws, "shared", &node_a, 1, &["m"])
+        .await
+        .unwrap();
+    let (_, id, _) = a.take_lease(T).await.unwrap();
+    assert_eq!(id, "iso-1");
+}
+
+#[tokio::test]
 async fn a_lost_node_is_requeued_to_another_a_stale_one_revoked_and_attempts_run_out() {
     let edge = quick_edge().await;
     let base = edge.base_url();
     let ws = edge.ws_url("");
-    let mut first = PoolNode::join(&ws, "loss", "n-first", 1, &["m"])
+    let mut first = PoolNode::join(&ws, "loss", &node_token("n-first"), 1, &["m"])
         .await
         .unwrap();
     let body =
@@ -328,7 +430,7 @@ async fn a_lost_node_is_requeued_to_another_a_stale_one_revoked_and_attempts_run
     );
     // The first node dies; the second takes over as attempt 2 after the lease.
     first.kill();
-    let mut second = PoolNode::join(&ws, "loss", "n-second", 1, &["m"])
+    let mut second = PoolNode::join(&ws, "loss", &node_token("n-second"), 1, &["m"])
         .await
         .unwrap();
     let (_, id, attempt) = second.take_lease(Duration::from_secs(15)).await.unwrap();
@@ -341,7 +443,7 @@ async fn a_lost_node_is_requeued_to_another_a_stale_one_revoked_and_attempts_run
         (status, answer["error"]["code"].as_str()),
         (409, Some("stale_attempt"))
     );
-    let mut back = PoolNode::join(&ws, "loss", "n-first", 0, &["m"])
+    let mut back = PoolNode::join(&ws, "loss", &node_token("n-first"), 0, &["m"])
         .await
         .unwrap();
     back.send(&NodeMessage::Heartbeat {
