@@ -21,6 +21,9 @@ cargo bench -q -p stagecast-e2e --bench node | tee bench/out/node.md
 log "edge: delivery latency, throughput, frame sizes, memory per socket (about 2 minutes)"
 cargo bench -q -p stagecast-e2e --bench edge | tee bench/out/edge.md
 
+log "dispatch: submit-to-lease latency, one pool's throughput, requeue and cancel (about 2 minutes)"
+cargo bench -q -p stagecast-e2e --bench dispatch | tee bench/out/dispatch.md
+
 log "soak: 10 minutes of analyses through subscriber drops, edge restarts and link cuts (about 12 minutes)"
 # The soak runs the release node (what `cargo bench` would have built for compute's own benches).
 cargo build -q --release -p stagecast-node

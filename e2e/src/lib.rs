@@ -7,7 +7,8 @@
 //! - [`process`]: one way to start a process group, wait until it is healthy, and kill it.
 //! - [`edge`], [`node`]: the edge and the node on top of it; [`pool`]: a scripted pool node.
 //! - [`client`]: tokens, publishing, the typed subscriber, and the exactly-once check.
-//! - [`proxy`]: the cuttable TCP proxy; [`host`]: the machine, for benchmark headers.
+//! - [`proxy`]: the cuttable TCP proxy; [`host`]: the machine, for benchmark headers;
+//!   [`stats`]: quantiles.
 
 pub mod client;
 pub mod edge;
@@ -17,6 +18,7 @@ pub mod pool;
 pub mod process;
 pub mod proxy;
 pub mod soak;
+pub mod stats;
 
 pub use client::{Subscriber, Tokens};
 pub use edge::{Edge, shared_edge};

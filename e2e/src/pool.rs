@@ -62,6 +62,7 @@ pub async fn submit(base: &str, token: &str, body: &Value) -> (u16, Value, Optio
 /// One scripted node socket.
 pub struct PoolNode {
     ws: Ws,
+    last_beat: std::time::Instant,
 }
 
 impl PoolNode {
@@ -72,7 +73,10 @@ impl PoolNode {
             .headers_mut()
             .insert("authorization", format!("Bearer {token}").parse()?);
         let (ws, _) = tokio_tungstenite::connect_async(request).await?;
-        Ok(PoolNode { ws })
+        Ok(PoolNode {
+            ws,
+            last_beat: std::time::Instant::now(),
+        })
     }
 
     /// Connects with `token`, reads `welcome`, then declares `slots` for `models`.
@@ -155,6 +159,24 @@ impl PoolNode {
                 return Ok((lease_id, analysis_id.to_string(), attempt));
             }
         }
+    }
+
+    /// A heartbeat listing `running`, if `every` has passed since the last one: a node that
+    /// stops heartbeating loses its leases, one that heartbeats too often is closed (4008).
+    pub async fn heartbeat_if_due(
+        &mut self,
+        every: Duration,
+        running: &[stagecast_shared::AnalysisId],
+    ) -> anyhow::Result<()> {
+        if self.last_beat.elapsed() < every {
+            return Ok(());
+        }
+        self.last_beat = std::time::Instant::now();
+        self.send(&NodeMessage::Heartbeat {
+            metrics: None,
+            running: running.to_vec(),
+        })
+        .await
     }
 
     /// Drops the socket without a close frame (a killed process).

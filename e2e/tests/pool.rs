@@ -256,10 +256,7 @@ async fn scopes_pool_names_and_bad_submissions_are_refused() {
             .as_str()
             .is_some_and(|id| id.len() == 32)
     );
-    let narrow = Tokens::sign(&Tokens::claims(
-        &[stagecast_shared::token::Scope::Submit],
-        &["only-this"],
-    ));
+    let narrow = Tokens::sign(&Tokens::claims(&[Scope::Submit], &["only-this"]));
     let (status, _, _) = submit(&base, &narrow, &json!({"input": input()})).await;
     assert_eq!(status, 403);
 }

@@ -98,8 +98,6 @@ pub type SubmitReply = Result<Submitted, SubmitRefused>;
 /// An analysis object's answer to [`Op::Dispatch`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DispatchReply {
-    /// Updates taken (all of them, unless the analysis was not submitted here).
-    pub applied: usize,
     /// Set when the analysis has ended: the pool frees what it holds.
     pub finished: Option<(u32, Status)>,
     /// The analysis has events of its own (a node published to it directly): the pool

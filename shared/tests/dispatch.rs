@@ -157,7 +157,7 @@ impl World {
                         Ok(Applied::Unchanged) | Err(UpdateRefused::Finished { .. })
                     ));
                 }
-                self.pool.delivered(&analysis_id, updates.len());
+                self.pool.delivered(&analysis_id, &updates);
                 self.carry_quiet(effects);
             }
         }
@@ -819,4 +819,30 @@ fn a_direct_analysis_takes_no_attempt_and_no_pool() {
         Err(UpdateRefused::NotSubmitted)
     );
     assert!(analysis.check_submit(&PoolName::default_pool()).is_err());
+}
+
+#[test]
+fn an_update_queued_while_others_were_on_their_way_stays() {
+    let mut pool = Pool::new(PoolName::default_pool(), CONFIG);
+    let mut effects = Vec::new();
+    pool.submit(id("a"), submission(0, 3), 0, &mut effects)
+        .unwrap();
+    let first = pool.entry(&id("a")).unwrap().outbox.clone();
+    assert!(matches!(first[..], [DispatchUpdate::Queued { .. }]));
+    // A node arrives and takes it before the first delivery is answered.
+    let (conn, _) = pool.connect(node_id("n"), 1, &mut effects);
+    let capacity = Capacity {
+        slots: 1,
+        models: vec![],
+        labels: BTreeMap::new(),
+    };
+    pool.ready(&node_id("n"), conn, capacity, 1, &mut effects);
+    // Two deliveries of the same copy (two operations interleaved) drop it once.
+    pool.delivered(&id("a"), &first);
+    pool.delivered(&id("a"), &first);
+    let left = &pool.entry(&id("a")).unwrap().outbox;
+    assert!(
+        matches!(left[..], [DispatchUpdate::Leased { attempt: 1, .. }]),
+        "{left:?}"
+    );
 }

@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use stagecast_e2e::client::{DEV_SECRET, Ws};
 use stagecast_e2e::edge::{raise_open_files_limit, repo_root};
 use stagecast_e2e::host;
+use stagecast_e2e::stats::{ms, quantile};
 use stagecast_e2e::{Edge, Tokens};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -299,19 +300,6 @@ impl Bench {
             .await;
         opened.into_iter().collect()
     }
-}
-
-/// The value at quantile `q` of sorted `v`.
-fn quantile(v: &[u64], q: f64) -> u64 {
-    if v.is_empty() {
-        return 0;
-    }
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
-}
-
-fn ms(us: u64) -> String {
-    format!("{:.2}", us as f64 / 1000.0)
 }
 
 // ---------------------------------------------------------------- request floor

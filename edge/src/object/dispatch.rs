@@ -103,7 +103,6 @@ impl AnalysisObject {
         let (events, changed, reply) = self.with_analysis(id, |a| {
             let (mut events, mut changed) = (Vec::new(), false);
             let mut reply = DispatchReply {
-                applied: updates.len(),
                 finished: None,
                 disowned: false,
             };

@@ -8,7 +8,7 @@ mod ops;
 mod state;
 mod store;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use stagecast_shared::api::{ErrorBody, ErrorCode};
 use stagecast_shared::dispatch::Pool;
@@ -29,6 +29,8 @@ pub struct PoolObject {
     env: Env,
     /// The state machine, loaded from storage on first use after (re)construction.
     pool: RefCell<Option<Pool>>,
+    /// When the one alarm is set for (ms), as this object last set or read it.
+    alarm_at: Cell<Option<i64>>,
 }
 
 impl DurableObject for PoolObject {
@@ -42,6 +44,7 @@ impl DurableObject for PoolObject {
             state,
             env,
             pool: RefCell::new(None),
+            alarm_at: Cell::new(None),
         }
     }
 
@@ -55,6 +58,8 @@ impl DurableObject for PoolObject {
     }
 
     async fn alarm(&self) -> Result<Response> {
+        // The alarm that fired is spent.
+        self.alarm_at.set(None);
         let span = tracing::info_span!("pool_alarm", pool = %self.object_name());
         self.on_alarm().instrument(span).await
     }

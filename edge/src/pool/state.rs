@@ -156,8 +156,7 @@ impl PoolObject {
         };
         let name = self.object_name();
         let tenant = parse_object_name(&name).map_or("unknown", |(t, _)| t);
-        let mut effects = Vec::new();
-        for (analysis_id, updates) in pending {
+        let sends = pending.iter().map(|(analysis_id, updates)| {
             let fwd = Forwarded {
                 analysis_id: analysis_id.clone(),
                 principal: Principal {
@@ -166,12 +165,21 @@ impl PoolObject {
                     can_cancel: false,
                     expires_at_ms: 0,
                 },
-                op: Op::Dispatch { updates },
+                op: Op::Dispatch {
+                    updates: updates.clone(),
+                },
             };
-            let reply = match to_analysis(&self.env, &fwd, None, false).await {
-                Ok(response) => json_answer::<DispatchReply>(response).await,
-                Err(e) => Err(e),
-            };
+            async move {
+                match to_analysis(&self.env, &fwd, None, false).await {
+                    Ok(response) => json_answer::<DispatchReply>(response).await,
+                    Err(e) => Err(e),
+                }
+            }
+        });
+        // Each analysis is its own object: they take their updates side by side.
+        let replies = futures_util::future::join_all(sends).await;
+        let mut effects = Vec::new();
+        for ((analysis_id, updates), reply) in pending.iter().zip(replies) {
             let reply = match reply {
                 Ok(reply) => reply,
                 Err(e) => {
@@ -181,14 +189,14 @@ impl PoolObject {
                 }
             };
             let ((), more) = self.commit(|pool, effects| {
-                pool.delivered(&analysis_id, reply.applied);
+                pool.delivered(analysis_id, updates);
                 let disowned = reply.disowned.then(|| {
-                    let attempt = pool.entry(&analysis_id).map_or(0, |e| e.attempt);
+                    let attempt = pool.entry(analysis_id).map_or(0, |e| e.attempt);
                     tracing::warn!(%analysis_id, "a node published to this submitted id directly: dropped from the pool");
                     (attempt, Status::Failed)
                 });
                 if let Some((attempt, status)) = reply.finished.or(disowned) {
-                    pool.finished(&analysis_id, attempt, status, now_ms(), effects);
+                    pool.finished(analysis_id, attempt, status, now_ms(), effects);
                 }
             })?;
             effects.extend(more);
@@ -208,11 +216,21 @@ impl PoolObject {
         let Some(deadline) = pool else {
             return Ok(());
         };
-        let storage = self.state.storage();
-        let current = storage.get_alarm().await?;
+        // The alarm as last set, kept in memory: asking storage on every message would close
+        // the input gate each time. A rebuilt object asks once.
+        let current = match self.alarm_at.get() {
+            Some(at) => Some(at),
+            None => self.state.storage().get_alarm().await?,
+        };
         if current.is_none_or(|c| deadline < c || c <= now_ms()) {
             let at = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(deadline as f64));
-            storage.set_alarm(ScheduledTime::new(at)).await?;
+            self.state
+                .storage()
+                .set_alarm(ScheduledTime::new(at))
+                .await?;
+            self.alarm_at.set(Some(deadline));
+        } else {
+            self.alarm_at.set(current);
         }
         Ok(())
     }

@@ -582,10 +582,17 @@ impl Pool {
             .min()
     }
 
-    /// The analysis has its first `count` updates.
-    pub fn delivered(&mut self, id: &AnalysisId, count: usize) {
+    /// The analysis has the updates `sent` (a copy of its outbox taken earlier): they leave
+    /// the outbox as far as it still starts with them. Matching by value, not by count, keeps
+    /// an update queued while they were on their way.
+    pub fn delivered(&mut self, id: &AnalysisId, sent: &[DispatchUpdate]) {
         if let Some(entry) = self.entries.get_mut(id) {
-            let count = count.min(entry.outbox.len());
+            let count = entry
+                .outbox
+                .iter()
+                .zip(sent)
+                .take_while(|(queued, sent)| queued == sent)
+                .count();
             entry.outbox.drain(..count);
             self.touch(id);
             self.prune();
