@@ -101,9 +101,19 @@ pub fn describe_metrics() {
         "stagecast_events_refused_total",
         "Events the edge refused for good (logged)"
     );
+    describe_counter!(
+        "stagecast_publish_stale_events_total",
+        "Events of leased runs dropped unsent because their attempt was no longer current"
+    );
+    describe_counter!(
+        "stagecast_pool_revoked_runs_total",
+        "Leased runs stopped because their attempt was no longer current, by reason \
+         (revoked, stale_attempt, released, link_lost)"
+    );
     for name in [
         "stagecast_publish_retries_total",
         "stagecast_events_refused_total",
+        "stagecast_publish_stale_events_total",
     ] {
         metrics::counter!(name).absolute(0);
     }

@@ -1,6 +1,8 @@
 //! The daemon's analyses: a bounded queue in front of a fixed number of slots, each
 //! analysis' state as the edge would show it (the shared state machine, fed the same
-//! events), cancellation, and publishing through the outbox.
+//! events), cancellation, and publishing through the outbox. Runs the pool leased
+//! ([`Jobs::run_leased`]) share the slots; their inputs are untrusted whatever the node
+//! API may name, and they publish under their lease's attempt.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,16 +10,20 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use stagecast_shared::api::{ApiError, ErrorCode};
+use stagecast_shared::dispatch::Job as LeasedJob;
 use stagecast_shared::event::EventKind;
 use stagecast_shared::ids::AnalysisId;
 use stagecast_shared::snapshot::Snapshot;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PipelineOptions;
+use crate::error::Error;
 use crate::model::{DEFAULT_MODEL, Model};
-use crate::pipeline::{self, InputPolicy, Outcome, Source};
-use crate::publish::{self, Delivered, EdgeClient, Outbox, OutboxError, Publication};
+use crate::pipeline::{self, InputPolicy, Outcome, Source, Update};
+use crate::publish::{
+    self, Delivered, EdgeClient, Fence, Fencing, Outbox, OutboxError, Publication, StaleReason,
+};
 use crate::tracker::Tracker;
 
 /// Finished analyses kept for `GET /v1/analyses/{id}`; older ones are forgotten.
@@ -98,6 +104,24 @@ impl ApiError for SubmitError {
     }
 }
 
+/// A run the pool leased to this node.
+#[derive(Debug, Clone)]
+pub struct Leased {
+    pub analysis_id: AnalysisId,
+    /// Every publish of the run carries it.
+    pub attempt: u32,
+    pub job: LeasedJob,
+}
+
+/// Why a leased run cannot start here.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("analysis {0} still runs or publishes on this node")]
+    Busy(AnalysisId),
+    #[error("the node has no edge to publish to")]
+    Unpublished,
+}
+
 /// Limits of the queue.
 #[derive(Debug, Clone, Copy)]
 pub struct QueueLimits {
@@ -119,8 +143,22 @@ struct Job {
     model: String,
     state: JobState,
     cancel: CancellationToken,
+    /// A leased run's: fired when its attempt is no longer current.
+    fence: Option<Fence>,
     tracker: Tracker,
     delivered: Option<Delivered>,
+}
+
+/// What a run does once it has its slot.
+enum Work {
+    Run {
+        model: Arc<Model>,
+        source: Source,
+        options: PipelineOptions,
+    },
+    /// A lease this node cannot run as asked (unknown model, refused input): it ends
+    /// `failed` at once, published under its attempt like any other end.
+    Fail { model: String, error: Error },
 }
 
 #[derive(Default)]
@@ -134,6 +172,10 @@ pub struct Jobs {
     defaults: PipelineOptions,
     /// Submissions come from the API's callers: what they may name as inputs.
     inputs: Arc<InputPolicy>,
+    /// Leases come from a pool's submitters: never local paths, whatever the API takes.
+    leased_inputs: Arc<InputPolicy>,
+    /// The names of the loaded models, sorted, for the pool's `ready`.
+    loaded: watch::Sender<Vec<String>>,
     publishing: Option<Publishing>,
     slots: Arc<Semaphore>,
     capacity: usize,
@@ -148,10 +190,16 @@ impl Jobs {
         limits: QueueLimits,
         publishing: Option<Publishing>,
     ) -> Self {
+        let leased_inputs = InputPolicy {
+            local_paths: false,
+            ..inputs.clone()
+        };
         Self {
             models: RwLock::default(),
             defaults,
             inputs: Arc::new(inputs),
+            leased_inputs: Arc::new(leased_inputs),
+            loaded: watch::Sender::new(Vec::new()),
             publishing,
             slots: Arc::new(Semaphore::new(limits.concurrency.max(1))),
             capacity: limits.capacity,
@@ -164,6 +212,14 @@ impl Jobs {
     pub fn add_model(&self, model: Arc<Model>) {
         let mut models = self.models.write().expect("models lock");
         models.insert(model.name().to_owned(), model);
+        let mut names: Vec<String> = models.keys().cloned().collect();
+        names.sort();
+        self.loaded.send_replace(names);
+    }
+
+    /// The names of the loaded models, sorted; changes as models load.
+    pub fn loaded_models(&self) -> watch::Receiver<Vec<String>> {
+        self.loaded.subscribe()
     }
 
     /// Whether any model is loaded.
@@ -258,21 +314,123 @@ impl Jobs {
                 model: model_name.to_owned(),
                 state: JobState::Queued,
                 cancel: cancel.clone(),
+                fence: None,
                 tracker: Tracker::new(id.clone()),
                 delivered: None,
             },
         );
         drop(table);
         tracing::info!(analysis = %id, input = %source, model = model_name, queued, "analysis queued");
-        tokio::spawn(
-            self.clone()
-                .drive(id.clone(), model, source, options, cancel),
-        );
+        let work = Work::Run {
+            model,
+            source,
+            options,
+        };
+        tokio::spawn(self.clone().drive(id.clone(), work, cancel, None));
         Ok(Accepted {
             analysis_id: id.to_string(),
             state: JobState::Queued,
             queued,
         })
+    }
+
+    /// Takes a run the pool leased; the returned future runs it to its end (published,
+    /// or dropped as stale), waiting for a slot like any submission. Its input is parsed
+    /// under the untrusted policy; a model not loaded here, or a refused input, ends it
+    /// `failed` (`unknown_model`, `input_forbidden`, ...) under its attempt.
+    pub fn run_leased(
+        self: &Arc<Self>,
+        leased: Leased,
+    ) -> Result<impl Future<Output = ()> + Send + 'static, LeaseError> {
+        if self.publishing.is_none() {
+            return Err(LeaseError::Unpublished);
+        }
+        let Leased {
+            analysis_id: id,
+            attempt,
+            job,
+        } = leased;
+        let model_name = job.model.as_deref().unwrap_or(DEFAULT_MODEL).to_owned();
+        let model = {
+            let models = self.models.read().expect("models lock");
+            models.get(&model_name).cloned().ok_or_else(|| {
+                let mut known: Vec<_> = models.keys().cloned().collect();
+                known.sort();
+                Error::UnknownModel {
+                    name: model_name.clone(),
+                    known: known.join(", "),
+                }
+            })
+        };
+        let mut options = self.defaults.clone();
+        // the edge checked the bounds already; anything else keeps the node's own
+        if let Some(fps) = job.options.fps.filter(|f| f.is_finite() && *f > 0.0) {
+            options.fps = fps;
+        }
+        if let Some(batch) = job.options.batch_size.filter(|b| *b > 0) {
+            options.batch_size = batch as usize;
+        }
+        let source = Source::parse(&job.input, &self.leased_inputs);
+        let work = match (model, source) {
+            (Ok(model), Ok(source)) => Work::Run {
+                model,
+                source,
+                options,
+            },
+            (Err(error), _) | (_, Err(error)) => Work::Fail {
+                model: model_name.clone(),
+                error,
+            },
+        };
+
+        let mut table = self.table.lock().expect("jobs lock");
+        let running = table
+            .jobs
+            .get(id.as_str())
+            .is_some_and(|j| j.state != JobState::Finished);
+        let publishing = self.publishing.as_ref().expect("checked above");
+        if running || publishing.outbox.contains(&id) {
+            return Err(LeaseError::Busy(id));
+        }
+        // an earlier attempt's view gives way to this one
+        table.finished.retain(|f| f != id.as_str());
+        if matches!(work, Work::Run { .. }) {
+            let queued = self.waiting.fetch_add(1, Ordering::SeqCst) + 1;
+            metrics::gauge!("stagecast_queue_depth").set(queued as f64);
+        }
+        let (cancel, fence) = (CancellationToken::new(), Fence::new());
+        table.jobs.insert(
+            id.to_string(),
+            Job {
+                input: job.input.clone(),
+                model: model_name.clone(),
+                state: JobState::Queued,
+                cancel: cancel.clone(),
+                fence: Some(fence.clone()),
+                tracker: Tracker::new(id.clone()),
+                delivered: None,
+            },
+        );
+        drop(table);
+        tracing::info!(analysis = %id, attempt, input = %job.input, model = %model_name, "leased run queued");
+        let fencing = Fencing { attempt, fence };
+        Ok(self.clone().drive(id, work, cancel, Some(fencing)))
+    }
+
+    /// Stops a leased run whose attempt is no longer current: it is cancelled and
+    /// publishes nothing more. Whether there was such a run.
+    pub fn revoke(&self, id: &str, reason: StaleReason) -> bool {
+        let table = self.table.lock().expect("jobs lock");
+        let Some((job, fence)) = table
+            .jobs
+            .get(id)
+            .and_then(|j| Some((j, j.fence.as_ref()?)))
+        else {
+            return false;
+        };
+        fence.fire(reason);
+        job.cancel.cancel();
+        true
     }
 
     fn options(&self, request: &JobRequest) -> Result<PipelineOptions, SubmitError> {
@@ -320,28 +478,24 @@ impl Jobs {
     async fn drive(
         self: Arc<Self>,
         id: AnalysisId,
-        model: Arc<Model>,
-        source: Source,
-        options: PipelineOptions,
+        work: Work,
         cancel: CancellationToken,
+        fencing: Option<Fencing>,
     ) {
-        // a job cancelled while queued still runs: the pipeline ends it at once, `cancelled`
-        let permit = tokio::select! {
-            permit = self.slots.clone().acquire_owned() => permit.ok(),
-            _ = cancel.cancelled() => None,
-        };
-        let waiting = self.waiting.fetch_sub(1, Ordering::SeqCst) - 1;
-        metrics::gauge!("stagecast_queue_depth").set(waiting as f64);
+        let mut permit = None;
+        if let Work::Run { .. } = work {
+            // a job cancelled while queued still runs: the pipeline ends it at once, `cancelled`
+            permit = tokio::select! {
+                permit = self.slots.clone().acquire_owned() => permit.ok(),
+                _ = cancel.cancelled() => None,
+            };
+            let waiting = self.waiting.fetch_sub(1, Ordering::SeqCst) - 1;
+            metrics::gauge!("stagecast_queue_depth").set(waiting as f64);
+        }
         self.set_state(&id, JobState::Running);
 
         let publication = match &self.publishing {
-            Some(p) => match Publication::start(
-                p.edge.clone(),
-                &p.outbox,
-                id.clone(),
-                cancel.clone(),
-                self.depth_reader(),
-            ) {
+            Some(p) => match self.publication(p, &id, &cancel, fencing) {
                 Ok(publication) => Some(publication),
                 Err(e) => {
                     // running unpublished would show watchers nothing: refuse to run
@@ -356,8 +510,27 @@ impl Jobs {
         };
 
         let record = |kind: &EventKind| self.record(&id, kind.clone());
-        let ran = pipeline::drive(model, source, options, cancel, publication.as_ref(), record);
-        let outcome = match ran.await {
+        let ran = match work {
+            Work::Run {
+                model,
+                source,
+                options,
+            } => {
+                pipeline::drive(model, source, options, cancel, publication.as_ref(), record).await
+            }
+            Work::Fail { model, error } => {
+                tracing::warn!(analysis = %id, code = error.code(), "leased run failed before it started: {error}");
+                for update in [Update::Started { model }, Update::Failed(error.to_info())] {
+                    let event = update.to_event();
+                    record(&event);
+                    if let Some(p) = &publication {
+                        p.send(event);
+                    }
+                }
+                Err(error)
+            }
+        };
+        let outcome = match ran {
             Ok(Outcome::Completed(_)) => "completed",
             Ok(Outcome::Cancelled) => "cancelled",
             Err(_) => "failed",
@@ -369,7 +542,7 @@ impl Jobs {
         if let Some(p) = publication {
             match p.finish().await {
                 Ok(d) => {
-                    tracing::info!(analysis = %id, confirmed = d.confirmed, refused = d.refused, "published");
+                    tracing::info!(analysis = %id, confirmed = d.confirmed, refused = d.refused, stale = d.stale, "published");
                     let mut table = self.table.lock().expect("jobs lock");
                     if let Some(job) = table.jobs.get_mut(id.as_str()) {
                         job.delivered = Some(d);
@@ -377,6 +550,25 @@ impl Jobs {
                 }
                 Err(e) => tracing::error!(analysis = %id, "publishing failed: {e}"),
             }
+        }
+    }
+
+    fn publication(
+        &self,
+        p: &Publishing,
+        id: &AnalysisId,
+        cancel: &CancellationToken,
+        fencing: Option<Fencing>,
+    ) -> Result<Publication, OutboxError> {
+        let (edge, id, cancel, depth) = (
+            p.edge.clone(),
+            id.clone(),
+            cancel.clone(),
+            self.depth_reader(),
+        );
+        match fencing {
+            Some(fencing) => Publication::start_leased(edge, &p.outbox, id, cancel, depth, fencing),
+            None => Publication::start(edge, &p.outbox, id, cancel, depth),
         }
     }
 

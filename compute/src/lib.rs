@@ -11,6 +11,8 @@
 //! - [`publish`]: its events to the edge, through a durable outbox, never losing one.
 //! - [`jobs`] and [`api`]: the daemon's queue and its HTTP API (what `serve` runs);
 //!   [`tracker`]: an analysis' state as the edge will show it.
+//! - [`pool`]: membership of a pool at the edge (`serve --pool`): leases over one
+//!   outbound WebSocket, run through [`jobs`] under their attempt.
 //!
 //! ```no_run
 //! # async fn node() -> Result<(), stagecast_compute::Error> {
@@ -46,6 +48,7 @@ pub mod gpu;
 pub mod jobs;
 pub mod model;
 pub mod pipeline;
+pub mod pool;
 pub mod publish;
 pub mod runtime;
 pub mod tracker;

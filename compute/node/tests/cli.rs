@@ -184,6 +184,17 @@ fn token_mints_what_the_edge_verifies_and_says_what_is_missing() {
     )
     .unwrap();
     assert!(admin.claims.has_scope(Scope::Admin) && admin.claims.grants_analysis("anything"));
+    // a node publishes and joins pools
+    let node_token = mint(&["token", "node"]);
+    let node_token = verify(
+        String::from_utf8(node_token.stdout).unwrap().trim(),
+        &KeySet::dev(SECRET).unwrap(),
+        now,
+    )
+    .unwrap();
+    assert!(
+        node_token.claims.has_scope(Scope::Publish) && node_token.claims.has_scope(Scope::Node)
+    );
 
     let out = node(&["token", "viewer"]);
     assert_eq!(out.status.code(), Some(1));

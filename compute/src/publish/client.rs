@@ -77,6 +77,12 @@ impl PublishError {
             }
         )
     }
+
+    /// 409 `stale_attempt`: the batch's attempt is not the analysis' current lease, so
+    /// nothing more of this run may be published.
+    pub fn is_stale_attempt(&self) -> bool {
+        matches!(self, Self::Refused { status: 409, code, .. } if code == "stale_attempt")
+    }
 }
 
 /// A short-lived node token for one analysis, replaced before it expires.
@@ -144,7 +150,7 @@ impl EdgeClient {
         self.base.join(path).expect("paths of the contract join")
     }
 
-    /// Posts one `{"events": [...]}` body.
+    /// Posts one `{"attempt"?: k, "events": [...]}` body.
     pub async fn publish(
         &self,
         analysis: &AnalysisId,

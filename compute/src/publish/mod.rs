@@ -6,9 +6,15 @@
 //! [`stagecast_shared::send::SendPolicy`] says (linger, batch limit, backoff with full
 //! jitter, `Retry-After`, refusals). Every answer's `cancel_requested` fires the analysis'
 //! cancellation token.
+//!
+//! A run the pool leased publishes under its attempt ([`Publication::start_leased`]):
+//! every batch carries it, and once its [`Fence`] fires (the pool revoked the lease, or
+//! the edge answered `stale_attempt`) the run is cancelled and its unsent events are
+//! dropped and counted, never retried.
 
 pub mod client;
 pub mod coalesce;
+mod fence;
 pub mod outbox;
 mod probe;
 
@@ -26,6 +32,7 @@ use tracing::Instrument;
 
 pub use client::{EdgeClient, EdgeClientError, NodeIdentity, PublishError};
 pub use coalesce::Coalescer;
+pub use fence::{Fence, StaleReason};
 pub use outbox::{Outbox, OutboxError, Queue};
 pub use probe::{Probe, cpu_seconds};
 
@@ -42,6 +49,13 @@ pub struct Delivered {
     pub confirmed: u64,
     /// Events the edge refused for good (400, 409, 413), logged as errors.
     pub refused: u64,
+    /// Events dropped unsent because their attempt was no longer current (a leased run).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub stale: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +64,14 @@ pub enum PublicationError {
     Outbox(#[from] OutboxError),
     #[error("the publication task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+}
+
+/// The lease a run publishes under.
+#[derive(Debug, Clone)]
+pub struct Fencing {
+    /// The lease's attempt, carried by every batch.
+    pub attempt: u32,
+    pub fence: Fence,
 }
 
 /// The queue depth a heartbeat reports, read when it is sent.
@@ -71,15 +93,51 @@ impl Publication {
         cancel: CancellationToken,
         queue_depth: QueueDepth,
     ) -> Result<Self, OutboxError> {
-        let queue = outbox.open(&analysis)?;
+        let run = Run {
+            analysis,
+            cancel,
+            attempt: None,
+            fence: Fence::new(),
+        };
+        Self::spawn(edge, outbox, run, queue_depth)
+    }
+
+    /// Starts publishing a run the pool leased: every batch carries `fencing.attempt`, and
+    /// once `fencing.fence` fires, `cancel` fires too and nothing more is sent.
+    pub fn start_leased(
+        edge: Arc<EdgeClient>,
+        outbox: &Outbox,
+        analysis: AnalysisId,
+        cancel: CancellationToken,
+        queue_depth: QueueDepth,
+        fencing: Fencing,
+    ) -> Result<Self, OutboxError> {
+        let run = Run {
+            analysis,
+            cancel,
+            attempt: Some(fencing.attempt),
+            fence: fencing.fence,
+        };
+        Self::spawn(edge, outbox, run, queue_depth)
+    }
+
+    fn spawn(
+        edge: Arc<EdgeClient>,
+        outbox: &Outbox,
+        run: Run,
+        queue_depth: QueueDepth,
+    ) -> Result<Self, OutboxError> {
+        let queue = outbox.open(&run.analysis)?;
         let (events, rx) = unbounded_channel();
-        let span = tracing::info_span!("publish", analysis = %analysis);
+        let span = tracing::info_span!("publish", analysis = %run.analysis, attempt = run.attempt);
         let task = tokio::spawn(
             Sender {
                 edge,
-                analysis,
+                analysis: run.analysis,
+                attempt: run.attempt,
+                fence: run.fence,
                 queue,
-                cancel,
+                cancel: run.cancel,
                 queue_depth,
                 ids: EventIds::new(),
                 coalescer: Coalescer::default(),
@@ -89,6 +147,7 @@ impl Publication {
                 delivered: Delivered {
                     confirmed: 0,
                     refused: 0,
+                    stale: 0,
                 },
             }
             .run(rx)
@@ -99,7 +158,9 @@ impl Publication {
 
     /// Sends what an earlier run of this node left in `analysis`' outbox. A run that
     /// started and never ended (the node died under it) ends as `failed` with the
-    /// retryable code `node_restarted`, so its watchers are not left waiting.
+    /// retryable code `node_restarted`, so its watchers are not left waiting. (Of a run
+    /// the pool leased, the edge takes none of it: the batches carry no attempt, so they
+    /// are answered `stale_attempt` and dropped, and the pool runs the analysis again.)
     pub fn resume(
         edge: Arc<EdgeClient>,
         outbox: &Outbox,
@@ -165,9 +226,20 @@ impl EventIds {
     }
 }
 
+/// Who a publication publishes for.
+struct Run {
+    analysis: AnalysisId,
+    cancel: CancellationToken,
+    /// The lease's attempt, for a run the pool leased.
+    attempt: Option<u32>,
+    fence: Fence,
+}
+
 struct Sender {
     edge: Arc<EdgeClient>,
     analysis: AnalysisId,
+    attempt: Option<u32>,
+    fence: Fence,
     queue: Queue,
     cancel: CancellationToken,
     queue_depth: QueueDepth,
@@ -187,7 +259,11 @@ impl Sender {
         let mut probe = Probe::new();
         let mut heartbeat =
             tokio::time::interval_at(Instant::now() + HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL);
+        let fence = self.fence.clone();
         loop {
+            if let Some(reason) = fence.reason() {
+                return Ok(self.drop_stale(reason, rx).await);
+            }
             self.queue.sync()?;
             // the end of a run goes at once (unless backing off)
             let urgent = !open || self.queue.ended();
@@ -229,9 +305,40 @@ impl Sender {
                     self.push(EventKind::Heartbeat { metrics: Some(metrics) })?;
                 }
                 _ = sleep_until(publish_at), if publish_at.is_some() => {}
+                _ = fence.fired() => {}
                 else => {}
             }
         }
+    }
+
+    /// The attempt is stale: the run stops, and neither what is unsent nor what it still
+    /// sends goes anywhere. Logged once, counted in `stagecast_publish_stale_events_total`.
+    async fn drop_stale(
+        mut self,
+        reason: StaleReason,
+        mut rx: UnboundedReceiver<EventKind>,
+    ) -> Delivered {
+        self.cancel.cancel();
+        let held = u64::from(self.coalescer.flush().is_some());
+        let unsent = match self.queue.discard() {
+            Ok(n) => n as u64,
+            Err(e) => {
+                tracing::error!("{e}");
+                0
+            }
+        };
+        tracing::warn!(
+            reason = reason.as_str(),
+            unsent = unsent + held,
+            "this attempt is no longer current: the run stops and its unsent events are dropped"
+        );
+        let mut dropped = unsent + held;
+        while rx.recv().await.is_some() {
+            dropped += 1;
+        }
+        metrics::counter!("stagecast_publish_stale_events_total").increment(dropped);
+        self.delivered.stale = dropped;
+        self.delivered
     }
 
     fn elapsed_ms(&self) -> u64 {
@@ -260,10 +367,21 @@ impl Sender {
 
     /// Sends one batch and applies the policy's verdict on the edge's answer.
     async fn publish_once(&mut self) -> Result<(), OutboxError> {
-        let Some((body, count)) = self.queue.next_body(self.policy.batch_limit()) else {
+        let Some((body, count)) = self
+            .queue
+            .next_body(self.policy.batch_limit(), self.attempt)
+        else {
             return Ok(());
         };
-        let answer = self.send(body, count).await;
+        // a revoke does not wait for the request in flight
+        let fence = self.fence.clone();
+        let answer = tokio::select! {
+            answer = self.send(body, count) => answer,
+            _ = fence.fired() => return Ok(()),
+        };
+        if fence.reason().is_some() {
+            return Ok(());
+        }
         let step = self
             .policy
             .on_answer(answer, count, self.elapsed_ms(), fastrand::f64());
@@ -323,6 +441,11 @@ impl Sender {
                     self.cancel.cancel();
                 }
                 Answer::Stored
+            }
+            Err(e) if e.is_stale_attempt() => {
+                // the run's loop drops everything once it sees the fence
+                self.fence.fire(StaleReason::StaleAttempt);
+                Answer::Refused { index: None }
             }
             Err(e) if e.is_permanent() => {
                 let index = match &e {

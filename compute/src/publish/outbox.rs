@@ -178,9 +178,13 @@ impl Queue {
     }
 
     /// The body of the next publish, at most `max_events` events and within the
-    /// contract's size bound, and how many events it holds.
-    pub fn next_body(&self, max_events: usize) -> Option<(String, usize)> {
-        let mut body = String::from("{\"events\":[");
+    /// contract's size bound, and how many events it holds. `attempt` is the lease's, for
+    /// a run the pool leased (fencing).
+    pub fn next_body(&self, max_events: usize, attempt: Option<u32>) -> Option<(String, usize)> {
+        let mut body = match attempt {
+            Some(attempt) => format!("{{\"attempt\":{attempt},\"events\":["),
+            None => String::from("{\"events\":["),
+        };
         let mut count = 0;
         for line in self
             .pending
@@ -208,19 +212,33 @@ impl Queue {
         self.acked += n as u64;
         metrics::gauge!("stagecast_outbox_events").decrement(n as f64);
         if self.ended && self.pending.is_empty() {
-            for path in [&self.log_path, &self.acked_path] {
-                match fs::remove_file(path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(path)(e)),
-                    _ => {}
-                }
-            }
-            return Ok(());
+            return self.remove_files();
         }
         // Replaced atomically but not synced: a cursor lost in a crash only resends events
         // the edge then drops as duplicates, and a sync per publish costs the node dearly.
         let tmp = self.acked_path.with_extension("acked.tmp");
         fs::write(&tmp, self.acked.to_string()).map_err(io(&tmp))?;
         fs::rename(&tmp, &self.acked_path).map_err(io(&self.acked_path))
+    }
+
+    /// Forgets every pending event and removes the outbox: they will never be sent
+    /// (their attempt is stale). Returns how many there were.
+    pub fn discard(&mut self) -> Result<usize, OutboxError> {
+        let dropped = self.pending.len();
+        self.pending.clear();
+        metrics::gauge!("stagecast_outbox_events").decrement(dropped as f64);
+        self.remove_files()?;
+        Ok(dropped)
+    }
+
+    fn remove_files(&self) -> Result<(), OutboxError> {
+        for path in [&self.log_path, &self.acked_path] {
+            match fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(path)(e)),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -282,7 +300,7 @@ mod tests {
         drop(q);
         let q = outbox.open(&id("a1")).unwrap();
         assert_eq!(q.len(), 3);
-        let (body, n) = q.next_body(100).unwrap();
+        let (body, n) = q.next_body(100, None).unwrap();
         assert_eq!(n, 3);
         let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
         let ids: Vec<_> = parsed["events"]
@@ -293,6 +311,22 @@ mod tests {
             .collect();
         assert_eq!(ids, ["e2", "e3", "e4"]);
         assert_eq!(outbox.analyses().unwrap(), vec![id("a1")]);
+    }
+
+    #[test]
+    fn a_leased_run_carries_its_attempt_and_a_stale_one_is_discarded_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::new(dir.path()).unwrap();
+        let mut q = outbox.open(&id("a7")).unwrap();
+        q.push(&heartbeat("e0")).unwrap();
+        q.push(&heartbeat("e1")).unwrap();
+        q.sync().unwrap();
+        let (body, _) = q.next_body(100, Some(3)).unwrap();
+        let parsed: stagecast_shared::api::PublishRequest = serde_json::from_str(&body).unwrap();
+        assert_eq!((parsed.attempt, parsed.events.len()), (Some(3), 2));
+        assert_eq!(q.discard().unwrap(), 2);
+        assert!(q.is_empty() && q.next_body(100, Some(3)).is_none());
+        assert!(!outbox.contains(&id("a7")));
     }
 
     #[test]
@@ -362,8 +396,8 @@ mod tests {
         for i in 0..150 {
             q.push(&heartbeat(&format!("e{i}"))).unwrap();
         }
-        assert_eq!(q.next_body(1000).unwrap().1, MAX_EVENTS_PER_BATCH);
-        assert_eq!(q.next_body(7).unwrap().1, 7);
+        assert_eq!(q.next_body(1000, None).unwrap().1, MAX_EVENTS_PER_BATCH);
+        assert_eq!(q.next_body(7, None).unwrap().1, 7);
         let big = "x".repeat(100_000);
         let mut q = outbox.open(&id("a6")).unwrap();
         for i in 0..4 {
@@ -375,7 +409,7 @@ mod tests {
             ))
             .unwrap();
         }
-        let (body, n) = q.next_body(100).unwrap();
+        let (body, n) = q.next_body(100, Some(u32::MAX)).unwrap();
         assert_eq!(n, 2);
         assert!(body.len() <= MAX_BODY_BYTES);
     }

@@ -3,14 +3,19 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Args;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use stagecast_compute::CancellationToken;
 use stagecast_compute::api::{ServeState, router};
 use stagecast_compute::jobs::{Jobs, QueueLimits};
 use stagecast_compute::model::DEFAULT_MODEL;
+use stagecast_compute::pool::{PoolConfig, PoolError, PoolLink};
 use stagecast_compute::{Catalog, Model};
+use stagecast_shared::dispatch::wire::MAX_SLOTS;
+use stagecast_shared::ids::PoolName;
 use stagecast_shared::token::KeySet;
 
 use super::edge::EdgeArgs;
@@ -28,7 +33,7 @@ pub struct ServeArgs {
     /// Address of the node API
     #[arg(long, env = "STAGECAST_NODE_LISTEN", default_value = "127.0.0.1:8788")]
     pub listen: SocketAddr,
-    /// Analyses running at once
+    /// Analyses running at once; with --pool also the slots it declares (at most 256)
     #[arg(long, env = "STAGECAST_CONCURRENCY", default_value_t = 1, value_parser = count)]
     pub concurrency: usize,
     /// Analyses waiting for a slot; beyond it submissions get 429 with Retry-After
@@ -49,10 +54,23 @@ pub struct ServeArgs {
     /// can read. Without it the API takes http(s) URLs only; `analyze` always takes paths
     #[arg(long, env = "STAGECAST_ALLOW_LOCAL_INPUTS")]
     pub allow_local_inputs: bool,
+    /// Join this pool at the edge (needs --edge): take its leases over one outbound
+    /// WebSocket, next to the node API. Its inputs are untrusted: http(s) URLs only, on
+    /// public addresses unless --allow-input-host names the host
+    #[arg(long, env = "STAGECAST_POOL", value_parser = pool_name)]
+    pub pool: Option<PoolName>,
+    /// Seconds the pool's running analyses get to finish after SIGTERM; the rest are
+    /// released back to the pool (no attempt used up) and stopped
+    #[arg(long, env = "STAGECAST_DRAIN_TIMEOUT", default_value_t = 60)]
+    pub drain_timeout: u64,
     #[command(flatten)]
     pub fetch: InputArgs,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+}
+
+fn pool_name(s: &str) -> Result<PoolName, String> {
+    PoolName::parse(s).map_err(|e| e.to_string())
 }
 
 pub async fn run(node: &NodeArgs, edge: &EdgeArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -71,7 +89,14 @@ pub async fn run(node: &NodeArgs, edge: &EdgeArgs, args: ServeArgs) -> anyhow::R
     };
     let publishing = edge.publishing()?;
     if publishing.is_none() {
+        if args.pool.is_some() {
+            bail!("--pool needs --edge (STAGECAST_EDGE_URL): the pool is at the edge");
+        }
         tracing::warn!("no --edge: analyses run here and are published nowhere");
+    }
+    let slots = u32::try_from(args.concurrency).unwrap_or(u32::MAX);
+    if args.pool.is_some() && slots > MAX_SLOTS {
+        bail!("--concurrency is at most {MAX_SLOTS} with --pool (the slots a node may declare)");
     }
     let edge_client = publishing.as_ref().map(|p| p.edge.clone());
     let limits = QueueLimits {
@@ -114,19 +139,59 @@ pub async fn run(node: &NodeArgs, edge: &EdgeArgs, args: ServeArgs) -> anyhow::R
         });
     }
 
-    let state = Arc::new(ServeState::new(jobs, keys, edge_client, metrics));
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown())
-        .await?;
-    tracing::info!("stopped; unsent events stay in the outbox for the next start");
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn shutdown() {
+    // SIGTERM (or Ctrl-C) drains the pool link first; the node API serves until it is done
+    let shutdown = CancellationToken::new();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+        .context("installing the SIGTERM handler")?;
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("shutting down");
+            shutdown.cancel();
+        }
+    });
+    let link = match (args.pool, &edge_client) {
+        (Some(pool), Some(client)) => {
+            let config = PoolConfig {
+                pool,
+                slots,
+                drain_timeout: Duration::from_secs(args.drain_timeout),
+            };
+            Some(PoolLink::new(config, jobs.clone(), client.clone()))
+        }
+        _ => None,
+    };
+
+    let state = Arc::new(ServeState::new(jobs, keys, edge_client, metrics));
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future(),
+    );
+    let code = match link {
+        None => {
+            shutdown.cancelled().await;
+            ExitCode::SUCCESS
+        }
+        Some(link) => match link.run(shutdown.clone()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            // don't fight the process that took the node id, nor exit for a supervisor
+            // to restart this one into it: serve the node API until told to stop
+            Err(PoolError::Replaced { .. }) => {
+                shutdown.cancelled().await;
+                ExitCode::SUCCESS
+            }
+            // logged by the link; a refused token or request needs the operator
+            Err(_) => ExitCode::FAILURE,
+        },
+    };
+    stop.cancel();
+    server.await.context("the node API task")??;
+    tracing::info!("stopped; unsent events stay in the outbox for the next start");
+    Ok(code)
 }

@@ -11,7 +11,7 @@ use super::edge::EdgeArgs;
 pub enum Role {
     /// subscribe and cancel: what a browser watching an analysis needs
     Viewer,
-    /// publish: what a node sending events needs
+    /// publish and node: what a node sending events and joining a pool needs
     Node,
     /// admin, subscribe, cancel and publish: the node API and everything else
     Admin,
@@ -21,7 +21,7 @@ impl Role {
     fn scopes(self) -> &'static [Scope] {
         match self {
             Self::Viewer => &[Scope::Subscribe, Scope::Cancel],
-            Self::Node => &[Scope::Publish],
+            Self::Node => &[Scope::Publish, Scope::Node],
             Self::Admin => &[
                 Scope::Admin,
                 Scope::Subscribe,
