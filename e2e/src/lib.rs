@@ -8,11 +8,12 @@
 //! - [`edge`], [`node`]: the edge and the node on top of it; [`pool`]: a scripted pool node.
 //! - [`client`]: tokens, publishing, the typed subscriber, and the exactly-once check.
 //! - [`proxy`]: the cuttable TCP proxy; [`host`]: the machine, for benchmark headers;
-//!   [`stats`]: quantiles.
+//!   [`stats`]: quantiles; [`media`]: fixtures over HTTP, for pool inputs.
 
 pub mod client;
 pub mod edge;
 pub mod host;
+pub mod media;
 pub mod node;
 pub mod pool;
 pub mod process;

@@ -186,6 +186,15 @@ impl Node {
         self.process = None;
     }
 
+    /// SIGTERMs the node, as a supervisor would, and waits until it exits (SIGKILL after
+    /// `grace`).
+    pub async fn terminate(&mut self, grace: Duration) {
+        if let Some(process) = self.process.take() {
+            let stop = move || drop(process.with_grace(grace));
+            let _ = tokio::task::spawn_blocking(stop).await;
+        }
+    }
+
     /// Starts the node again with the same state dir and flags, `edge` replacing its edge.
     pub async fn restart(&mut self, edge: Option<&str>) -> anyhow::Result<()> {
         self.kill();

@@ -82,6 +82,10 @@ pub async fn open(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group: a SIGTERM to the node's group (a terminal, a supervisor)
+        // drains the node, and must not kill the decoder of a run that may still finish.
+        // kill_on_drop still ends it with its run.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| Error::DecoderUnavailable(format!("ffmpeg: {e}")))?;
@@ -176,6 +180,7 @@ async fn probe(path: &Path) -> Result<Probe, Error> {
         .args(["-of", "json"])
         .arg(path)
         .stdin(Stdio::null())
+        .process_group(0)
         .output()
         .await
         .map_err(|e| Error::DecoderUnavailable(format!("ffprobe: {e}")))?;
