@@ -17,7 +17,7 @@ edge-build: setup ## build the edge Worker (Rust -> wasm32) into edge/build
 edge-dev: edge-build ## serve only the edge, in the foreground (see README: configuration)
 	@scripts/edge-dev.sh
 
-demo: edge-build ## run the whole thing locally: edge, a CPU node, a sample analysis followed to its result
+demo: edge-build ## run the whole thing locally: edge, two CPU nodes in a pool, a sample submitted at the edge and followed to its result
 	@scripts/demo.sh
 
 test: setup ## every test of the project, one exit code (lint gates first, then the edge build)

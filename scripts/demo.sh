@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The whole thing, locally: the edge in workerd (wrangler dev), a compute node on CPU with
-# the PP-OCRv4 text detector, a sample video with text in it, and the analysis followed in
-# the terminal to its result. Stays in the foreground with the edge and the node up until
-# Ctrl-C; STAGECAST_DEMO_EXIT=1 stops once the sample analysis is done (for scripts).
-# The dashboard URL it prints opens the analysis live in a browser.
+# The whole thing, locally: the edge in workerd (wrangler dev), two compute nodes on CPU
+# with the PP-OCRv4 text detector in the edge's default pool (they dial out to it, as nodes
+# behind NAT would), a sample video with text in it submitted at the edge, and the analysis
+# followed in the terminal to its result. Stays in the foreground until Ctrl-C;
+# STAGECAST_DEMO_EXIT=1 stops once the sample analysis is done (for scripts). The dashboard
+# and pool page URLs it prints open the analysis and the pool live in a browser.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
@@ -43,11 +44,17 @@ WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false setsid wrangler de
 pids+=($!)
 wait_for "$edge/healthz" "the edge" "$out/edge.log" "${pids[-1]}"
 
-log "starting a compute node on CPU at $node_api (log: $out/node.log)"
-# the demo submits a local file: this node takes local paths from its API callers
-setsid "$node" serve --listen "127.0.0.1:$node_port" --state-dir "$CACHE/demo-node" --allow-local-inputs >"$out/node.log" 2>&1 &
-pids+=($!)
-wait_for "$node_api/readyz" "the node" "$out/node.log" "${pids[-1]}"
+nodes=(demo-a demo-b)
+for i in "${!nodes[@]}"; do
+  name="${nodes[$i]}"
+  api="http://127.0.0.1:$((node_port + i))"
+  log "starting compute node $name on CPU in the default pool, its API at $api (log: $out/$name.log)"
+  # the sample is served on loopback, which a pool node only fetches from when allowed
+  setsid "$node" serve --listen "127.0.0.1:$((node_port + i))" --state-dir "$CACHE/$name" \
+    --pool default --node-id "$name" --threads 1 --allow-input-host 127.0.0.1 >"$out/$name.log" 2>&1 &
+  pids+=($!)
+  wait_for "$api/readyz" "node $name" "$out/$name.log" "${pids[-1]}"
+done
 
 sample="$out/sample.mp4"
 if [ ! -f "$sample" ]; then
@@ -58,18 +65,25 @@ if [ ! -f "$sample" ]; then
     -c:v libx264 -pix_fmt yuv420p "$sample"
 fi
 
+media_port="${STAGECAST_MEDIA_PORT:-8790}"
+log "serving the sample at http://127.0.0.1:$media_port/sample.mp4"
+setsid python3 -m http.server --bind 127.0.0.1 --directory "$out" "$media_port" >"$out/media.log" 2>&1 &
+pids+=($!)
+wait_for "http://127.0.0.1:$media_port/sample.mp4" "the media server" "$out/media.log" "${pids[-1]}"
+
 id="demo-$(date +%s)"
-log "submitting analysis $id to the node"
-curl -fsS -X POST "$node_api/v1/analyses" -H "authorization: Bearer $("$node" token admin --ttl 600)" \
+log "submitting analysis $id at the edge (pool default)"
+curl -fsS -X POST "$edge/v1/analyses" -H "authorization: Bearer $("$node" token backend --ttl 600)" \
   -H 'content-type: application/json' \
-  -d "{\"input\": \"$ROOT/$sample\", \"analysis_id\": \"$id\", \"fps\": 2}" >/dev/null
+  -d "{\"analysis_id\": \"$id\", \"input\": \"http://127.0.0.1:$media_port/sample.mp4\", \"options\": {\"fps\": 2}}" >/dev/null
 viewer="$("$node" token viewer --analysis "$id" --ttl 86400)"
 log "dashboard: $edge/analysis?id=$id#token=$viewer"
+log "pool:      $edge/pool?name=default#token=$("$node" token admin --ttl 86400)"
 log "  snapshot: curl -H 'authorization: Bearer $viewer' $edge/v1/analyses/$id"
 log "following it here too:"
 
 "$node" watch "$id" || die "the analysis did not complete"
-log "node metrics: $node_api/metrics"
+log "node metrics: $node_api/metrics and http://127.0.0.1:$((node_port + 1))/metrics"
 if [ "${STAGECAST_DEMO_EXIT:-0}" = 1 ]; then exit 0; fi
-log "the edge and the node stay up until Ctrl-C; submit more with POST $node_api/v1/analyses (README: the node API)"
+log "the edge and the nodes stay up until Ctrl-C; submit more with POST $edge/v1/analyses (README: the protocol in brief)"
 wait

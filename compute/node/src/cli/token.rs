@@ -13,6 +13,8 @@ pub enum Role {
     Viewer,
     /// publish and node: what a node sending events and joining a pool needs
     Node,
+    /// submit: what a backend queueing work at the edge needs
+    Backend,
     /// admin, subscribe, cancel and publish: the node API and everything else
     Admin,
 }
@@ -22,6 +24,7 @@ impl Role {
         match self {
             Self::Viewer => &[Scope::Subscribe, Scope::Cancel],
             Self::Node => &[Scope::Publish, Scope::Node],
+            Self::Backend => &[Scope::Submit],
             Self::Admin => &[
                 Scope::Admin,
                 Scope::Subscribe,
