@@ -323,3 +323,95 @@ async fn a_loopback_input_ends_input_forbidden() {
         other => panic!("expected the node's failed, got {other:?}"),
     }
 }
+
+/// The value of counter `name` (all its labels summed) in Prometheus text.
+fn counter_sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_node_cut_off_past_its_lease_loses_the_run_to_another_and_its_late_publishes_are_refused()
+{
+    let edge = quick_edge().await;
+    let media = Media::serve(&fixtures().dir).await.unwrap();
+    let upstream = format!("127.0.0.1:{}", edge.config.port).parse().unwrap();
+    let proxy = stagecast_e2e::proxy::CutProxy::start(upstream)
+        .await
+        .unwrap();
+    let bin = node_bin().unwrap_or_else(|e| panic!("{e:#}"));
+    let args = [
+        "--pool",
+        "cut",
+        "--node-id",
+        "cut-a",
+        "--allow-input-host",
+        "127.0.0.1",
+    ];
+    let mut cut_off = Node::start(&bin, Some(&proxy.base_url()), &args)
+        .await
+        .unwrap();
+    cut_off.ready(SLOW).await.unwrap();
+    let id = "fleet-cut";
+    let body = json!({"analysis_id": id, "pool": "cut", "input": media.url(&fixtures().long_video), "options": {"fps": 2}});
+    submit_ok(&edge, body).await;
+    let deadline = Instant::now() + SLOW;
+    while !log(&edge, id).await.iter().any(|e| matches!(&e.event, StoredEventBody::Node(n) if matches!(n.kind, EventKind::Progress { .. }))) {
+        assert!(Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _other = pool_node(&edge, "cut", "cut-b", &[]).await;
+    proxy.cut();
+    // The edge hears nothing from the cut node: after two heartbeats and the lease, the
+    // other node has the next attempt.
+    let deadline = Instant::now() + SLOW;
+    while leases(&log(&edge, id).await).len() < 2 {
+        assert!(Instant::now() < deadline, "never requeued");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    proxy.restore();
+    let logs = all_ended(&edge, &[id.to_owned()], SLOW).await;
+    let story_log = &logs[id];
+    let types = story(story_log);
+    assert_eq!(types.last(), Some(&"completed"), "{types:?}");
+    // Whichever the edge noticed first: the silence, or its socket's end.
+    let reasons = requeues(story_log);
+    assert!(
+        reasons == ["lease_expired"] || reasons == ["node_lost"],
+        "{reasons:?}"
+    );
+    let nodes: Vec<(String, u32)> = leases(story_log)
+        .into_iter()
+        .map(|(n, a, _)| (n, a))
+        .collect();
+    assert_eq!(nodes, [("cut-a".to_owned(), 1), ("cut-b".to_owned(), 2)]);
+    // Nothing of the cut node lands between the requeue and the next lease.
+    let requeued = types.iter().position(|t| *t == "requeued").unwrap();
+    assert_eq!(types[requeued + 1], "leased", "{types:?}");
+    // Back on the network, the cut node learns it lost the run and stops it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let metrics = reqwest::get(cut_off.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if counter_sum(&metrics, "stagecast_pool_revoked_runs_total") >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cut node never stopped its run:\n{metrics}\n{}",
+            cut_off.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
