@@ -69,6 +69,19 @@ pub fn sample_events(n: usize) -> Vec<Value> {
     events
 }
 
+/// `GET url` with `token`; the JSON answer (panics when there is none: for tests).
+pub async fn get_json(url: &str, token: &str) -> Value {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("the edge answers")
+        .json()
+        .await
+        .expect("a JSON answer")
+}
+
 /// Posts a batch; returns the status and the JSON body.
 pub async fn publish(base: &str, analysis: &str, token: &str, events: &[Value]) -> (u16, Value) {
     let resp = reqwest::Client::new()

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use stagecast_e2e::client::get_json;
 use stagecast_e2e::media::Media;
 use stagecast_e2e::pool::submit_token;
 use stagecast_e2e::{Edge, Node, Tokens, node_bin, shared_edge};
@@ -46,18 +47,11 @@ async fn submit_ok(edge: &Edge, body: Value) {
 /// The stored log of `id`.
 async fn log(edge: &Edge, id: &str) -> Vec<StoredEvent> {
     let token = Tokens::sign(&Tokens::claims(&[Scope::Subscribe], &["*"]));
-    let page: EventsPage = reqwest::Client::new()
-        .get(format!(
-            "{}/v1/analyses/{id}/events?since=0&limit=1000",
-            edge.base_url()
-        ))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let url = format!(
+        "{}/v1/analyses/{id}/events?since=0&limit=1000",
+        edge.base_url()
+    );
+    let page: EventsPage = serde_json::from_value(get_json(&url, &token).await).unwrap();
     page.events
 }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use stagecast_e2e::client::now_s;
+use stagecast_e2e::client::{get_json, now_s};
 use stagecast_e2e::client::{kind, sample_events};
 use stagecast_e2e::pool::{
     PoolNode, admin_token, node_token, publish_attempt, submit, submit_token,
@@ -116,15 +116,11 @@ async fn submitted_work_reaches_an_idle_node_and_the_story_is_told_once() {
         (409, Some("analysis_exists"))
     );
     // The pool saw it finish and frees the slot.
-    let view: serde_json::Value = reqwest::Client::new()
-        .get(format!("{base}/v1/pools/story/analyses?state=finished"))
-        .bearer_auth(admin_token())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view: serde_json::Value = get_json(
+        &format!("{base}/v1/pools/story/analyses?state=finished"),
+        &admin_token(),
+    )
+    .await;
     assert_eq!(view[0]["analysis_id"], "pool-story", "{view}");
     assert_eq!(view[0]["status"], "completed");
 }
@@ -145,15 +141,8 @@ async fn cancel_while_queued_ends_it_and_cancel_while_leased_reaches_the_node() 
         (202, Some(1)),
         "{answer}"
     );
-    let view: serde_json::Value = reqwest::Client::new()
-        .get(format!("{base}/v1/pools/cancels"))
-        .bearer_auth(admin_token())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view: serde_json::Value =
+        get_json(&format!("{base}/v1/pools/cancels"), &admin_token()).await;
     assert_eq!(view["queued"], 1, "{view}");
     assert_eq!(view["models_without_nodes"], json!(["absent-model"]));
     let mut sub = subscriber(edge, "pool-cq").await;
@@ -355,19 +344,8 @@ async fn a_tenants_pool_is_its_own_whatever_the_url_says() {
         "no lease for tenant B"
     );
     let view = |token: String| {
-        let base = base.clone();
-        async move {
-            let view: serde_json::Value = reqwest::Client::new()
-                .get(format!("{base}/v1/pools/shared"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            view
-        }
+        let url = format!("{base}/v1/pools/shared");
+        async move { get_json(&url, &token).await }
     };
     let view_b = view(token("b", "kb", secret_b, "ops-b", &[Scope::Admin])).await;
     assert_eq!(
@@ -465,15 +443,11 @@ async fn a_lost_node_is_requeued_to_another_a_stale_one_revoked_and_attempts_run
         ],
         "the whole story"
     );
-    let snapshot: serde_json::Value = reqwest::Client::new()
-        .get(format!("{base}/v1/analyses/pool-loss"))
-        .bearer_auth(Tokens::viewer("pool-loss"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let snapshot: serde_json::Value = get_json(
+        &format!("{base}/v1/analyses/pool-loss"),
+        &Tokens::viewer("pool-loss"),
+    )
+    .await;
     assert_eq!(
         snapshot["error"]["code"], "attempts_exhausted",
         "{snapshot}"
@@ -497,15 +471,11 @@ async fn a_lost_node_is_requeued_to_another_a_stale_one_revoked_and_attempts_run
         (429, Some("queue_full"))
     );
     assert!(retry_after.is_some());
-    let snapshot: serde_json::Value = reqwest::Client::new()
-        .get(format!("{base}/v1/analyses/full-x"))
-        .bearer_auth(Tokens::viewer("full-x"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let snapshot: serde_json::Value = get_json(
+        &format!("{base}/v1/analyses/full-x"),
+        &Tokens::viewer("full-x"),
+    )
+    .await;
     assert_eq!(
         (snapshot["status"].as_str(), snapshot["last_seq"].as_u64()),
         (Some("pending"), Some(0))

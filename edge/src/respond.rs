@@ -3,7 +3,7 @@
 use stagecast_shared::api::ErrorBody;
 use stagecast_shared::close::CloseCode;
 use stagecast_shared::ws::SUBPROTOCOL;
-use worker::{Response, Result, WebSocket, WebSocketPair};
+use worker::{Response, Result, WebSocket, WebSocketIncomingMessage, WebSocketPair};
 
 pub fn json_response<T: serde::Serialize>(value: &T, status: u16) -> Result<Response> {
     Ok(Response::from_json(value)?.with_status(status))
@@ -66,4 +66,13 @@ pub fn truncate_reason(reason: &str) -> &str {
         end -= 1;
     }
     &reason[..end]
+}
+
+/// A socket message as text: clients speak JSON text frames; a binary one is read as UTF-8
+/// (lossily), so it fails to parse like any other bad message.
+pub fn message_text(message: WebSocketIncomingMessage) -> String {
+    match message {
+        WebSocketIncomingMessage::String(text) => text,
+        WebSocketIncomingMessage::Binary(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+    }
 }

@@ -22,7 +22,7 @@ use worker::{
 use crate::auth::parse_object_name;
 use crate::forward::{Forwarded, OP_HEADER};
 use crate::rate::PublishBucket;
-use crate::respond::{error_response, truncate_reason};
+use crate::respond::{error_response, message_text, truncate_reason};
 use crate::socket::SocketInfo;
 use crate::store::Store;
 
@@ -92,10 +92,7 @@ impl DurableObject for AnalysisObject {
         };
         let span =
             tracing::info_span!("socket", tenant = %self.tenant(), analysis_id = %info.analysis_id);
-        let text = match message {
-            WebSocketIncomingMessage::String(text) => text,
-            WebSocketIncomingMessage::Binary(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        };
+        let text = message_text(message);
         self.on_socket_message(&ws, info, &text)
             .instrument(span)
             .await

@@ -20,7 +20,7 @@ use worker::{
 
 use crate::forward::{OP_HEADER, PoolForwarded};
 use crate::node_socket::NodeSocket;
-use crate::respond::error_response;
+use crate::respond::{error_response, message_text};
 use store::PoolStore;
 
 #[durable_object]
@@ -74,10 +74,7 @@ impl DurableObject for PoolObject {
             return Ok(());
         };
         let span = tracing::info_span!("node", pool = %self.object_name(), node = %info.node_id);
-        let text = match message {
-            WebSocketIncomingMessage::String(text) => text,
-            WebSocketIncomingMessage::Binary(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        };
+        let text = message_text(message);
         self.on_node_message(&ws, info, &text)
             .instrument(span)
             .await
