@@ -1,7 +1,8 @@
 // Drives the Stagecast pages in Debian's headless Chromium for the Rust browser tests
-// (tests/dashboard.rs). Argument: JSON {url, screenshot, timeout_ms, view?, audit?, open_id?,
-// cancel_at_stage?, settle_ms?}. Prints one JSON object per line, last {"type":"final", ...}
-// with everything the tests check.
+// (tests/dashboard.rs, tests/pool_page.rs). Argument: JSON {url, screenshot, timeout_ms, view?,
+// audit?, open_id?, cancel_at_stage?, settle_ms?, pool?, from_index?, until_problem?}. Prints
+// one JSON object per line, last {"type":"final", ...} with everything the tests check (and
+// `sockets`: the path of every WebSocket the page opened).
 //
 // view "dashboard" (the default): {"type":"opened"}, {"type":"status", ...} on every change
 // of what the page shows, {"type":"clicked_cancel"}, {"type":"audit", at, violations} the
@@ -9,8 +10,15 @@
 // view "tenant": the tenant view opened with a token; audits "grants" once the token's grants
 // show, submits the form without an id, audits "form_error" and takes the screenshot, then
 // submits `open_id` and reports the address it went to.
+// view "pool" (tests/pool_page.rs): the pool page; {"type":"pool", ...} on every change of
+// what it shows. With `from_index` the url is the tenant view: it audits "index" once the
+// pool form shows and opens `pool` from there. Then it takes commands on stdin, one JSON
+// object a line: {"audit": at} answers {"type":"audit", at, violations}; {"finish": true}
+// (or, with `until_problem`, a problem shown, audited as "problem", and `settle_ms` passed)
+// ends it.
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
+import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
 const options = JSON.parse(process.argv[2]);
@@ -149,6 +157,93 @@ async function tenant(page, audits) {
   return { ...shown, form_error: refused.form_error, form_error_focus: refused.focused, opened: page.url() };
 }
 
+async function pool(page, audits) {
+  if (options.from_index) {
+    await page.locator("#pools").waitFor({ timeout: options.timeout_ms });
+    audits.index = await audit(page);
+    await page.getByLabel("Pool name").fill(options.pool);
+    await page.getByRole("button", { name: "Open the pool" }).click();
+    await page.waitForURL((url) => url.pathname === "/pool", { timeout: options.timeout_ms });
+    say({ type: "navigated", url: page.url() });
+  }
+  const read = () => page.evaluate(() => {
+    const $ = (id) => document.getElementById(id);
+    const shown = (id) => !$(id).hidden;
+    return {
+      connection: $("connection").dataset.state,
+      problem: shown("problem") ? $("problem-text").textContent : null,
+      queued: $("queued").textContent,
+      leased: $("leased").textContent,
+      slots_total: $("slots-total").textContent,
+      unserved: shown("unserved") ? $("unserved-list").textContent.split(", ") : [],
+      scope_note: shown("scope-note"),
+      nodes: [...document.querySelectorAll("#nodes > li")].map((li) => ({
+        id: li.dataset.node,
+        connected: li.dataset.connected === "true",
+        state: li.querySelector(".node-conn").textContent,
+        used: Number(li.dataset.used),
+        slots: Number(li.dataset.slots),
+        slots_text: li.querySelector(".node-slots").textContent,
+        metrics: li.querySelector(".node-metrics").textContent,
+        models: li.querySelector(".node-models").textContent,
+        running: [...li.querySelectorAll(".running li")].map((r) => ({
+          id: r.dataset.id, href: r.querySelector("a").getAttribute("href"), text: r.textContent,
+        })),
+      })),
+      queued_list: [...document.querySelectorAll("#queued-list li")].map((li) => li.dataset.id),
+      finished: [...document.querySelectorAll("#finished-list li")].map((li) => ({
+        id: li.dataset.id, status: li.dataset.status, text: li.textContent,
+      })),
+    };
+  });
+  const ages = () => page.evaluate(() => ({
+    oldest: document.getElementById("oldest").textContent,
+    queued_text: [...document.querySelectorAll("#queued-list li")].map((li) => li.textContent),
+    seen: [...document.querySelectorAll("#nodes .node-seen")].map((p) => p.textContent),
+  }));
+  const commands = [];
+  let stdinDone = false;
+  const input = createInterface({ input: process.stdin });
+  input.on("line", (line) => line.trim() && commands.push(JSON.parse(line)));
+  input.on("close", () => { stdinDone = true; });
+  const deadline = Date.now() + (options.timeout_ms ?? 120000);
+  let last = "";
+  let problemSince = null;
+  const seen = { connections: [] };
+  let view;
+  for (;;) {
+    view = await read();
+    const key = JSON.stringify(view);
+    if (key !== last) {
+      last = key;
+      say({ type: "pool", ...view, ...(await ages()) });
+      if (seen.connections.at(-1) !== view.connection) seen.connections.push(view.connection);
+    }
+    const command = commands.shift();
+    if (command?.audit) {
+      audits[command.audit] = await audit(page);
+      say({ type: "audit", at: command.audit, violations: audits[command.audit] });
+    }
+    if (command?.finish || stdinDone) break;
+    if (options.until_problem && view.problem) {
+      if (problemSince === null) {
+        audits.problem = await audit(page);
+        say({ type: "audit", at: "problem", violations: audits.problem });
+      }
+      problemSince ??= Date.now();
+      if (Date.now() - problemSince > (options.settle_ms ?? 1000)) break;
+    }
+    if (Date.now() > deadline) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  input.close();
+  view = await read();
+  await page.screenshot({ path: options.screenshot, fullPage: true });
+  return { ...view, ...(await ages()), seen, timed_out: Date.now() > deadline };
+}
+
+const views = { dashboard, tenant, pool };
+
 const browser = await chromium.launch({
   executablePath: process.env.STAGECAST_CHROMIUM ?? "/usr/bin/chromium",
   args: [
@@ -162,11 +257,13 @@ try {
   const consoleErrors = [];
   page.on("console", (m) => m.type() === "error" && consoleErrors.push(m.text()));
   page.on("pageerror", (e) => consoleErrors.push(String(e)));
+  const sockets = [];
+  page.on("websocket", (ws) => sockets.push(new URL(ws.url()).pathname));
   await page.goto(options.url);
   say({ type: "opened" });
   const audits = {};
-  const report = options.view === "tenant" ? await tenant(page, audits) : await dashboard(page, audits);
-  say({ type: "final", ...report, audits, console_errors: consoleErrors });
+  const report = await views[options.view ?? "dashboard"](page, audits);
+  say({ type: "final", ...report, audits, console_errors: consoleErrors, sockets });
 } finally {
   await browser.close();
 }

@@ -6,10 +6,12 @@
 //!
 //! - [`process`]: one way to start a process group, wait until it is healthy, and kill it.
 //! - [`edge`], [`node`]: the edge and the node on top of it; [`pool`]: a scripted pool node.
+//! - [`browser`]: a page in headless Chromium, with axe-core.
 //! - [`client`]: tokens, publishing, the typed subscriber, and the exactly-once check.
 //! - [`proxy`]: the cuttable TCP proxy; [`host`]: the machine, for benchmark headers;
 //!   [`stats`]: quantiles; [`media`]: fixtures over HTTP, for pool inputs.
 
+pub mod browser;
 pub mod client;
 pub mod edge;
 pub mod host;

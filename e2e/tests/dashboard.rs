@@ -4,90 +4,24 @@
 //! target/screenshots/.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use stagecast_e2e::browser::{Page, assert_accessible, assert_no_console_errors};
 use stagecast_e2e::client::{now_s, publish};
-use stagecast_e2e::edge::repo_root;
 use stagecast_e2e::{Edge, Tokens, ready_node, shared_edge};
 use stagecast_fixtures::{HEIGHT, WIDTH, fixtures, path};
 use stagecast_shared::token::{Claims, Scope, mint};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
 
 const T: Duration = Duration::from_secs(180);
 
+/// The dashboard (or the view `extra` names) open at `url`.
+async fn open(url: &str, name: &str, extra: Value) -> Page {
+    Page::open(url, name, T, extra).await
+}
+
 fn dashboard_url(edge: &Edge, id: &str, token: &str) -> String {
     format!("{}/analysis?id={id}#token={token}", edge.base_url())
-}
-
-fn screenshot(name: &str) -> PathBuf {
-    let dir = repo_root().join("target/screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(format!("{name}.png"))
-}
-
-/// The page, open in Chromium, reporting what it shows line by line.
-struct Page {
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-impl Page {
-    async fn open(url: &str, name: &str, extra: Value) -> Page {
-        let mut options =
-            json!({"url": url, "screenshot": screenshot(name), "timeout_ms": T.as_millis() as u64});
-        options
-            .as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        let mut child = Command::new("node")
-            .arg(repo_root().join("e2e/browser/dashboard.mjs"))
-            .arg(options.to_string())
-            .current_dir(repo_root())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node (Node.js) and playwright-core: run `make setup`");
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut page = Page { child, lines };
-        let opened = page.next().await;
-        assert_eq!(opened["type"], "opened", "{opened}");
-        page
-    }
-
-    async fn next(&mut self) -> Value {
-        let line = tokio::time::timeout(T, self.lines.next_line())
-            .await
-            .expect("the page said nothing")
-            .unwrap()
-            .expect("the browser driver ended early");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
-    }
-
-    /// Lines until one matches `done`; returns it.
-    async fn until(&mut self, done: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            let line = self.next().await;
-            assert_ne!(line["type"], "final", "the page finished first: {line}");
-            if done(&line) {
-                return line;
-            }
-        }
-    }
-
-    async fn finish(mut self) -> Value {
-        loop {
-            let line = self.next().await;
-            if line["type"] == "final" {
-                let status = self.child.wait().await.unwrap();
-                assert!(status.success(), "the browser driver failed");
-                return line;
-            }
-        }
-    }
 }
 
 fn assert_every_event_once(last: &Value) {
@@ -105,62 +39,6 @@ fn assert_every_event_once(last: &Value) {
     );
 }
 
-/// No error in the page's console but those containing one of `expected`.
-fn assert_no_console_errors(last: &Value, expected: &[&str]) {
-    let unexpected: Vec<&Value> = last["console_errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| {
-            !expected
-                .iter()
-                .any(|x| e.as_str().unwrap_or("").contains(x))
-        })
-        .collect();
-    assert!(
-        unexpected.is_empty(),
-        "the page logged errors: {unexpected:?}"
-    );
-}
-
-/// axe-core found no WCAG 2.1 AA violation at any of `moments`; otherwise lists them.
-fn assert_accessible(last: &Value, moments: &[&str]) {
-    for moment in moments {
-        let violations = last["audits"][moment]
-            .as_array()
-            .unwrap_or_else(|| panic!("no audit at {moment}: {}", last["audits"]));
-        let found: Vec<String> = violations
-            .iter()
-            .map(|v| {
-                let targets: Vec<String> = v["nodes"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|n| {
-                        let summary = n["summary"].as_str().unwrap_or("");
-                        let summary: Vec<&str> = summary.split_whitespace().collect();
-                        format!("{} ({})", n["target"], summary.join(" "))
-                    })
-                    .collect();
-                format!(
-                    "{} [{}] {}:\n    {}",
-                    v["id"].as_str().unwrap(),
-                    v["impact"].as_str().unwrap_or("?"),
-                    v["help"].as_str().unwrap_or(""),
-                    targets.join("\n    ")
-                )
-            })
-            .collect();
-        assert!(
-            found.is_empty(),
-            "axe-core, WCAG 2.1 AA, at {moment}: {} violations\n  {}",
-            found.len(),
-            found.join("\n  ")
-        );
-    }
-}
-
-/// The edge's time of each stored event of `id` (`seq` to `ts`).
 async fn stored_times(edge: &Edge, id: &str) -> HashMap<u64, i64> {
     let page: Value = reqwest::Client::new()
         .get(format!(
@@ -218,21 +96,23 @@ async fn the_page_follows_an_analysis_from_pending_through_every_stage_to_the_re
     let edge = shared_edge().await;
     let node = ready_node(edge).await;
     let id = "page-full";
-    let mut page = Page::open(
+    let mut page = open(
         &dashboard_url(edge, id, &Tokens::viewer(id)),
         "dashboard-completed",
         json!({"audit": ["pending", "running", "completed"]}),
     )
     .await;
     let pending = page
-        .until(|l| l["connection"] == "open" && l["status"] == "pending")
+        .until("status", "open and pending", |l| {
+            l["connection"] == "open" && l["status"] == "pending"
+        })
         .await;
     assert_eq!(pending["cancel_shown"], true, "{pending}");
     let (status, body) = node
         .submit(&json!({"input": path(&fixtures().long_video), "analysis_id": id, "fps": 1}))
         .await;
     assert_eq!(status, 202, "{body}");
-    let last = page.finish().await;
+    let last = page.ended().await;
 
     assert_eq!(last["status"], "completed", "{last}");
     assert_eq!(last["seen"]["statuses"][0], "pending");
@@ -291,24 +171,30 @@ async fn the_page_reconnects_after_the_edge_restarts_and_shows_every_event_once(
     let mut edge = Edge::dev().await.unwrap();
     let node = ready_node(&edge).await;
     let id = "page-restart";
-    let mut page = Page::open(
+    let mut page = open(
         &dashboard_url(&edge, id, &Tokens::viewer(id)),
         "dashboard-edge-restart",
         json!({}),
     )
     .await;
-    page.until(|l| l["connection"] == "open").await;
+    page.until("status", "connected", |l| l["connection"] == "open")
+        .await;
     let (status, _) = node
         .submit(&json!({"input": path(&fixtures().long_video), "analysis_id": id, "fps": 2, "batch_size": 2}))
         .await;
     assert_eq!(status, 202);
-    page.until(|l| l["status"] == "running" && l["overall"].as_u64() > Some(0))
-        .await;
+    page.until("status", "running with progress", |l| {
+        l["status"] == "running" && l["overall"].as_u64() > Some(0)
+    })
+    .await;
     edge.kill();
-    page.until(|l| l["connection"] == "reconnecting").await;
+    page.until("status", "reconnecting", |l| {
+        l["connection"] == "reconnecting"
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     edge.restart().await.unwrap();
-    let last = page.finish().await;
+    let last = page.ended().await;
     assert_eq!(last["status"], "completed", "{last}");
     assert!(
         last["seen"]["connections"]
@@ -334,13 +220,13 @@ async fn an_expired_token_shows_a_readable_message_instead_of_a_reconnect_loop()
         60,
     );
     let expired = mint(&claims, &Tokens::key()).unwrap();
-    let page = Page::open(
+    let page = open(
         &dashboard_url(edge, id, &expired),
         "dashboard-expired-token",
         json!({"settle_ms": 4000}),
     )
     .await;
-    let last = page.finish().await;
+    let last = page.ended().await;
     let problem = last["problem"].as_str().unwrap_or_default();
     assert!(
         problem.contains("expired") && problem.contains("4001"),
@@ -361,18 +247,19 @@ async fn cancel_from_the_page_ends_in_cancelled() {
     let edge = shared_edge().await;
     let node = ready_node(edge).await;
     let id = "page-cancel";
-    let mut page = Page::open(
+    let mut page = open(
         &dashboard_url(edge, id, &Tokens::viewer(id)),
         "dashboard-cancelled",
         json!({"cancel_at_stage": "infer", "audit": ["running", "cancelled"]}),
     )
     .await;
-    page.until(|l| l["connection"] == "open").await;
+    page.until("status", "connected", |l| l["connection"] == "open")
+        .await;
     let (status, _) = node
         .submit(&json!({"input": path(&fixtures().long_video), "analysis_id": id, "fps": 5, "batch_size": 2}))
         .await;
     assert_eq!(status, 202);
-    let last = page.finish().await;
+    let last = page.ended().await;
     assert_eq!(last["clicked"], true);
     assert_eq!(last["status"], "cancelled", "{last}");
     assert!(!last["cancel_enabled"].as_bool().unwrap());
@@ -436,13 +323,13 @@ async fn a_failed_analysis_opened_later_shows_each_line_at_its_events_time() {
         let (status, body) = publish(&edge.base_url(), id, &token, batch).await;
         assert_eq!(status, 200, "{body}");
     }
-    let page = Page::open(
+    let page = open(
         &dashboard_url(edge, id, &Tokens::viewer(id)),
         "dashboard-failed",
         json!({"audit": ["failed"]}),
     )
     .await;
-    let last = page.finish().await;
+    let last = page.ended().await;
 
     assert_eq!(last["status"], "failed", "{last}");
     assert_eq!(
@@ -486,13 +373,13 @@ async fn the_tenant_view_lists_a_tokens_analyses_and_opens_one() {
         &[Scope::Subscribe],
         &["tenant-a", "tenant-b"],
     ));
-    let page = Page::open(
+    let page = open(
         &format!("{}/#token={token}", edge.base_url()),
         "tenant-view",
         json!({"view": "tenant", "open_id": "tenant-b"}),
     )
     .await;
-    let last = page.finish().await;
+    let last = page.ended().await;
 
     assert!(
         last["grants_who"]

@@ -20,10 +20,16 @@ function dashboardUrl(id, token) {
   return `/analysis?id=${encodeURIComponent(id)}#token=${encodeURIComponent(token)}`;
 }
 
+/** The pool page's address, the token in the fragment as for the dashboard. */
+function poolUrl(name, token) {
+  return `/pool?name=${encodeURIComponent(name)}#token=${encodeURIComponent(token)}`;
+}
+
 function showGrants(token) {
   const c = claims(token);
   const list = $("grants-list");
   list.replaceChildren();
+  $("pools").hidden = !String(c?.scope ?? "").split(/\s+/).includes("admin");
   if (!c) {
     $("grants").hidden = true;
     return;
@@ -66,6 +72,15 @@ function init() {
       return;
     }
     location.href = dashboardUrl(id, token);
+  });
+  $("open-pool").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const name = $("pool").value.trim();
+    if (!ID.test(name)) {
+      $("pool").focus();
+      return;
+    }
+    location.href = poolUrl(name, $("token").value.trim());
   });
 }
 

@@ -308,6 +308,7 @@ impl Pool {
         node.models = capacity.models;
         node.labels = capacity.labels;
         self.dirty_nodes.insert(node_id.clone());
+        self.watch_node(node_id, effects);
         self.after(now_ms, effects);
     }
 
@@ -347,9 +348,7 @@ impl Pool {
         for id in running.iter().filter(|id| !held.contains(*id)) {
             effects.push(self.revoke(node_id, id));
         }
-        if let Some(view) = self.node_view(node_id) {
-            effects.push(Effect::Watch(PoolEvent::NodeMetrics { node: view }));
-        }
+        self.watch_node(node_id, effects);
         self.after(now_ms, effects);
     }
 
@@ -412,6 +411,7 @@ impl Pool {
         node.connected = false;
         node.lost_ts = Some(now_ms);
         self.dirty_nodes.insert(node_id.clone());
+        self.watch_node(node_id, effects);
         self.after(now_ms, effects);
     }
 

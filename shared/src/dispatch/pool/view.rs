@@ -87,6 +87,13 @@ impl Pool {
             metrics: node.metrics.clone(),
         })
     }
+
+    /// Tells live viewers what the node looks like now (capacity, metrics, connection).
+    pub(super) fn watch_node(&self, node_id: &NodeId, effects: &mut Vec<Effect>) {
+        if let Some(node) = self.node_view(node_id) {
+            effects.push(Effect::Watch(PoolEvent::NodeMetrics { node }));
+        }
+    }
 }
 
 fn analysis_row(entry: &Entry) -> PoolAnalysis {
