@@ -274,7 +274,7 @@ async fn hostile_node_messages_get_error_frames_and_close_codes() {
         .await
         .unwrap();
     assert_eq!(node.closed(T).await.unwrap().0, 4409);
-    let big = format!(r#"{{"type":"accept","lease_id":"{}"}}"#, "x".repeat(20_000));
+    let big = format!(r#"{{"type":"accept","lease_id":"{}"}}"#, "x".repeat(40_000));
     second.send_text(&big).await.unwrap();
     assert_eq!(second.closed(T).await.unwrap().0, 4009);
     let mut fast = PoolNode::join(&ws, "hostile", &node_token("n-fast"), 0, &[])

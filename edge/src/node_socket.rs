@@ -112,7 +112,7 @@ mod tests {
         }
         let big = format!(
             r#"{{"type":"release","lease_id":"{}"}}"#,
-            "x".repeat(20_000)
+            "x".repeat(40_000)
         );
         assert_eq!(
             s.on_message(&big, 0),

@@ -846,3 +846,26 @@ fn an_update_queued_while_others_were_on_their_way_stays() {
         "{left:?}"
     );
 }
+
+#[test]
+fn a_heartbeat_listing_every_slot_with_the_longest_ids_fits_a_node_message() {
+    use stagecast_shared::dispatch::NodeMessage;
+    use stagecast_shared::dispatch::wire::{MAX_NODE_MESSAGE_BYTES, MAX_RUNNING};
+    use stagecast_shared::event::Metrics;
+    let running: Vec<AnalysisId> = (0..MAX_RUNNING).map(|n| id(&format!("{n:0>64}"))).collect();
+    let metrics = Metrics {
+        gpu_util: Some(0.5),
+        gpu_mem_used_bytes: Some(u64::MAX),
+        gpu_mem_total_bytes: Some(u64::MAX),
+        cpu_util: Some(0.5),
+        rss_bytes: Some(u64::MAX),
+        queue_depth: Some(u64::MAX),
+    };
+    let heartbeat = NodeMessage::Heartbeat {
+        metrics: Some(metrics),
+        running,
+    };
+    let text = serde_json::to_string(&heartbeat).unwrap();
+    assert!(text.len() <= MAX_NODE_MESSAGE_BYTES, "{} bytes", text.len());
+    assert!(NodeMessage::parse(&text).is_ok());
+}

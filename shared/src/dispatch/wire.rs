@@ -14,8 +14,9 @@ use crate::ids::{AnalysisId, NodeId, PoolName, check_id};
 use crate::limits::{MAX_LABEL_LEN, MAX_NAME_LEN};
 use crate::snapshot::Status;
 
-/// Largest message a node may send (close 4009 above it).
-pub const MAX_NODE_MESSAGE_BYTES: usize = 16 * 1024;
+/// Largest message a node may send (close 4009 above it): room for a heartbeat listing
+/// [`MAX_RUNNING`] ids of the longest length, with its metrics.
+pub const MAX_NODE_MESSAGE_BYTES: usize = 32 * 1024;
 /// Messages a node may send per second (close 4008 above it).
 pub const MAX_NODE_MESSAGES_PER_SECOND: u32 = 50;
 /// Most slots, models and labels a node may declare.
