@@ -481,3 +481,31 @@ async fn a_lost_node_is_requeued_to_another_a_stale_one_revoked_and_attempts_run
         (Some("pending"), Some(0))
     );
 }
+
+#[tokio::test]
+async fn pool_sockets_close_with_4010_when_their_token_expires_and_viewers_get_pongs() {
+    let edge = shared_edge().await;
+    let ws = edge.ws_url("");
+    // Expired 28 s ago: the edge's 30 s of clock skew leave it 2 s.
+    let soon = |sub: &str, scopes: &[Scope]| {
+        Tokens::sign(&Claims {
+            exp: now_s() - 28,
+            ..Claims::new("dev", sub, scopes, &["*"], now_s() - 60, 600)
+        })
+    };
+    let mut node = PoolNode::join(&ws, "expiry", &soon("n-expiry", &[Scope::Node]), 1, &["m"])
+        .await
+        .unwrap();
+    let url = format!(
+        "{ws}/v1/pools/expiry/ws?token={}",
+        soon("ops", &[Scope::Admin])
+    );
+    let mut viewer = Subscriber::connect(&url).await.unwrap();
+    let first = viewer.next_json(T).await.unwrap();
+    assert_eq!(first["type"], "pool", "{first}");
+    viewer.send_json(&json!({"type": "ping"})).await.unwrap();
+    let pong = viewer.next_json(T).await.unwrap();
+    assert_eq!(pong["type"], "pong", "{pong}");
+    assert_eq!(node.closed(T).await.unwrap().0, 4010);
+    assert_eq!(viewer.closed(T).await.unwrap().0, 4010);
+}

@@ -24,6 +24,17 @@ pub struct NodeSocket {
     window: RateWindow,
 }
 
+/// A live-view socket's attachment: it only listens, until its token expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewerSocket {
+    pub expires_at_ms: i64,
+}
+
+/// The earliest token expiry still ahead at `now_ms`, among `expiries`.
+pub fn next_expiry(expiries: impl IntoIterator<Item = i64>, now_ms: i64) -> Option<i64> {
+    expiries.into_iter().filter(|at| *at > now_ms).min()
+}
+
 /// A node message that is not acted on.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Refusal {
@@ -118,6 +129,13 @@ mod tests {
             s.on_message(&big, 0),
             Err(Refusal::Close(CloseCode::TooBig))
         );
+    }
+
+    #[test]
+    fn the_next_expiry_is_the_earliest_ahead() {
+        assert_eq!(next_expiry([300, 100, 200], 150), Some(200));
+        assert_eq!(next_expiry([100], 100), None);
+        assert_eq!(next_expiry([], 0), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::cell::{Cell, RefCell};
 
 use stagecast_shared::api::{ErrorBody, ErrorCode};
 use stagecast_shared::dispatch::Pool;
+use stagecast_shared::ws::{ClientMessage, ServerMessage};
 use tracing::Instrument;
 use worker::{
     DurableObject, Env, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage,
@@ -39,6 +40,12 @@ impl DurableObject for PoolObject {
         if let Err(e) = PoolStore::new(state.storage().sql()).migrate() {
             let name = state.id().name().unwrap_or_default();
             tracing::error!(pool = name, error = %e, "schema migration failed");
+        }
+        // Live viewers' pings are answered by the runtime without waking the object.
+        let ping = serde_json::to_string(&ClientMessage::Ping).unwrap_or_default();
+        let pong = serde_json::to_string(&ServerMessage::Pong).unwrap_or_default();
+        if let Ok(pair) = worker::worker_sys::WebSocketRequestResponsePair::new(&ping, &pong) {
+            state.set_websocket_auto_response(&pair);
         }
         Self {
             state,
@@ -69,7 +76,7 @@ impl DurableObject for PoolObject {
         ws: WebSocket,
         message: WebSocketIncomingMessage,
     ) -> Result<()> {
-        let Some(info) = ws.deserialize_attachment::<NodeSocket>()? else {
+        let Ok(Some(info)) = ws.deserialize_attachment::<NodeSocket>() else {
             // A live-view socket: it only listens.
             return Ok(());
         };

@@ -10,7 +10,7 @@ use worker::{Response, Result, WebSocket, WebSocketPair};
 use super::PoolObject;
 use crate::clock::now_ms;
 use crate::forward::{PoolForwarded, PoolOp, SubmitReply};
-use crate::node_socket::{NODE_TAG, NodeSocket, Refusal, WATCH_TAG};
+use crate::node_socket::{NODE_TAG, NodeSocket, Refusal, ViewerSocket, WATCH_TAG};
 use crate::respond::{close, error_response, json_response, websocket_response};
 
 impl PoolObject {
@@ -59,8 +59,9 @@ impl PoolObject {
                     .await
             }
             PoolOp::Watch {
-                select_subprotocol, ..
-            } => self.viewer_joins(select_subprotocol).await,
+                expires_at_ms,
+                select_subprotocol,
+            } => self.viewer_joins(expires_at_ms, select_subprotocol).await,
         }
     }
 
@@ -107,10 +108,12 @@ impl PoolObject {
     }
 
     /// The live view: a `pool` snapshot first, then every change.
-    async fn viewer_joins(&self, select_subprotocol: bool) -> Result<Response> {
+    async fn viewer_joins(&self, expires_at_ms: i64, select_subprotocol: bool) -> Result<Response> {
         let pair = WebSocketPair::new()?;
         self.state
             .accept_websocket_with_tags(&pair.server, &[WATCH_TAG]);
+        pair.server
+            .serialize_attachment(ViewerSocket { expires_at_ms })?;
         let now = now_ms();
         let view = self.run(|pool, _| pool.view(now)).await?;
         let first = PoolEvent::Pool {
@@ -168,7 +171,7 @@ impl PoolObject {
 
     /// A node socket closed or failed: its node lost it now.
     pub(super) async fn on_socket_gone(&self, ws: &WebSocket) -> Result<()> {
-        let Some(info) = ws.deserialize_attachment::<NodeSocket>()? else {
+        let Ok(Some(info)) = ws.deserialize_attachment::<NodeSocket>() else {
             return Ok(());
         };
         tracing::info!(node = %info.node_id, conn = info.conn, "node disconnected");
@@ -177,12 +180,18 @@ impl PoolObject {
             .await
     }
 
-    /// Leases past their deadline end; updates that wait are sent again.
+    /// Leases past their deadline end; updates that wait are sent again; sockets whose token
+    /// expired close with 4010 (a node mints a new token and comes back).
     pub(super) async fn on_alarm(&self) -> Result<Response> {
         if self.limits().is_err() {
             return Response::ok("misconfigured");
         }
         let now = now_ms();
+        for (ws, expires_at_ms) in self.socket_expiries() {
+            if expires_at_ms <= now {
+                close(&ws, CloseCode::TokenExpired, "");
+            }
+        }
         let ((), effects) = self.commit(|pool, effects| pool.tick(now, effects))?;
         self.carry(effects, true).await?;
         Response::ok("ok")

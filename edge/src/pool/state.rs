@@ -17,7 +17,7 @@ use crate::call::{json_answer, to_analysis};
 use crate::clock::now_ms;
 use crate::config::Limits;
 use crate::forward::{DispatchReply, Forwarded, Op};
-use crate::node_socket::{NODE_TAG, NodeSocket, WATCH_TAG};
+use crate::node_socket::{NODE_TAG, NodeSocket, ViewerSocket, WATCH_TAG, next_expiry};
 
 /// Queue positions reach analyses at most this often (they change with every lease).
 const POSITIONS_EVERY_MS: i64 = 1_000;
@@ -204,16 +204,36 @@ impl PoolObject {
         Ok(effects)
     }
 
-    /// One alarm: the earliest lease deadline, or soon when updates wait.
+    /// Every socket with its token's expiry.
+    pub(super) fn socket_expiries(&self) -> Vec<(WebSocket, i64)> {
+        self.state
+            .get_websockets()
+            .into_iter()
+            .filter_map(|ws| {
+                let at = match ws.deserialize_attachment::<NodeSocket>() {
+                    Ok(Some(node)) => node.expires_at_ms,
+                    _ => {
+                        ws.deserialize_attachment::<ViewerSocket>()
+                            .ok()
+                            .flatten()?
+                            .expires_at_ms
+                    }
+                };
+                Some((ws, at))
+            })
+            .collect()
+    }
+
+    /// One alarm: the earliest lease deadline or token expiry, or soon when updates wait.
     async fn schedule(&self) -> Result<()> {
-        let Some(pool) = self.pool.borrow().as_ref().map(|p| {
+        let now = now_ms();
+        let expiry = next_expiry(self.socket_expiries().into_iter().map(|(_, at)| at), now);
+        let pool = self.pool.borrow().as_ref().and_then(|p| {
             let waiting = p.undelivered().next().is_some();
-            let retry = waiting.then(|| now_ms() + POSITIONS_EVERY_MS);
+            let retry = waiting.then(|| now + POSITIONS_EVERY_MS);
             p.next_deadline().into_iter().chain(retry).min()
-        }) else {
-            return Ok(());
-        };
-        let Some(deadline) = pool else {
+        });
+        let Some(deadline) = pool.into_iter().chain(expiry).min() else {
             return Ok(());
         };
         // The alarm as last set, kept in memory: asking storage on every message would close
