@@ -8,6 +8,7 @@ mod common;
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt, stream};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{Value, json};
@@ -51,9 +53,57 @@ struct Edge {
     sockets: mpsc::UnboundedReceiver<PoolSocket>,
 }
 
+type Sink = Arc<tokio::sync::Mutex<SplitSink<WebSocketStream<TcpStream>, Message>>>;
+
+/// One pool socket the node opened. Like the edge's runtime, it answers `{"type":"ping"}`
+/// with `{"type":"pong"}` by itself, unless told to play a dead link.
 struct PoolSocket {
-    ws: WebSocketStream<TcpStream>,
+    sink: Sink,
+    received: mpsc::UnboundedReceiver<Message>,
+    pongs: Arc<AtomicBool>,
+    /// Reads the socket; aborted with the socket, so dropping it drops the connection.
+    reader: JoinHandle<()>,
     authorization: String,
+}
+
+impl Drop for PoolSocket {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl PoolSocket {
+    fn new(ws: WebSocketStream<TcpStream>, authorization: String) -> Self {
+        let (sink, mut stream) = ws.split();
+        let sink: Sink = Arc::new(tokio::sync::Mutex::new(sink));
+        let (tx, received) = mpsc::unbounded_channel();
+        let pongs = Arc::new(AtomicBool::new(true));
+        let (answer, replies) = (pongs.clone(), sink.clone());
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(message)) = stream.next().await {
+                let ping =
+                    matches!(&message, Message::Text(t) if t.as_str() == r#"{"type":"ping"}"#);
+                if ping && answer.load(Ordering::SeqCst) {
+                    let pong = Message::Text(r#"{"type":"pong"}"#.into());
+                    let _ = replies.lock().await.send(pong).await;
+                } else if tx.send(message).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            sink,
+            received,
+            pongs,
+            reader,
+            authorization,
+        }
+    }
+
+    /// From now on the node's pings go unanswered (and reach the test).
+    fn stop_answering_pings(&self) {
+        self.pongs.store(false, Ordering::SeqCst);
+    }
 }
 
 #[derive(Clone)]
@@ -89,7 +139,7 @@ impl Edge {
                         Ok(resp)
                     };
                     if let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await {
-                        let _ = ws_tx.send(PoolSocket { ws, authorization });
+                        let _ = ws_tx.send(PoolSocket::new(ws, authorization));
                     }
                 });
             }
@@ -242,7 +292,12 @@ impl axum::serve::Listener for Streams {
 impl PoolSocket {
     async fn send(&mut self, message: Value) {
         let text = message.to_string();
-        self.ws.send(Message::Text(text.into())).await.unwrap();
+        self.sink
+            .lock()
+            .await
+            .send(Message::Text(text.into()))
+            .await
+            .unwrap();
     }
 
     async fn welcome(&mut self, heartbeat_ms: u64) {
@@ -258,14 +313,14 @@ impl PoolSocket {
     /// The next message the node sends.
     async fn next(&mut self, within: Duration) -> Value {
         loop {
-            let message = tokio::time::timeout(within, self.ws.next())
+            let message = tokio::time::timeout(within, self.received.recv())
                 .await
                 .expect("the node sent nothing in time");
             match message {
-                Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).unwrap(),
-                Some(Ok(Message::Close(frame))) => panic!("the node closed the socket: {frame:?}"),
-                Some(Ok(_)) => {}
-                other => panic!("the socket ended: {other:?}"),
+                Some(Message::Text(text)) => return serde_json::from_str(&text).unwrap(),
+                Some(Message::Close(frame)) => panic!("the node closed the socket: {frame:?}"),
+                Some(_) => {}
+                None => panic!("the socket ended"),
             }
         }
     }
@@ -306,8 +361,13 @@ impl PoolSocket {
             code: code.into(),
             reason: "".into(),
         };
-        let _ = self.ws.close(Some(frame)).await;
-        let rest = async { while self.ws.next().await.is_some() {} };
+        let _ = self
+            .sink
+            .lock()
+            .await
+            .send(Message::Close(Some(frame)))
+            .await;
+        let rest = async { while self.received.recv().await.is_some() {} };
         let _ = tokio::time::timeout(WAIT, rest).await;
     }
 }
@@ -576,4 +636,33 @@ async fn drops_and_4010_reconnect_and_a_4409_stops_joining() {
     assert!(!edge.ended("x-1"), "{:?}", edge.types("x-1"));
     let again = tokio::time::timeout(Duration::from_secs(1), edge.sockets.recv()).await;
     assert!(again.is_err(), "it connected again after 4409");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_edge_gets_a_ping_and_then_a_new_socket() {
+    let mut edge = Edge::start().await;
+    let node = join(&edge, 1, Duration::from_secs(5));
+    // No welcome at all: the node gives up on the socket and dials again.
+    let silent = edge.socket(WAIT).await;
+    let started = tokio::time::Instant::now();
+    let mut pool = edge.socket(Duration::from_secs(20)).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(silent);
+    // Welcomed, then never answered: a ping after one quiet interval, a new socket after three.
+    pool.welcome(300).await;
+    pool.stop_answering_pings();
+    pool.until(WAIT, of_type("ping")).await;
+    let quiet = tokio::time::Instant::now();
+    let _again = edge.socket(WAIT).await;
+    assert!(
+        quiet.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        quiet.elapsed()
+    );
+    drop(pool);
+    drop(node);
 }

@@ -409,3 +409,24 @@ async fn a_node_cut_off_past_its_lease_loses_the_run_to_another_and_its_late_pub
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[tokio::test]
+async fn an_idle_node_keeps_its_socket_the_edge_answers_its_pings() {
+    let edge = quick_edge().await;
+    let node = pool_node(&edge, "idle", "idle-a", &[]).await;
+    let admin = Tokens::sign(&Tokens::claims(&[Scope::Admin], &["*"]));
+    let url = format!("{}/v1/pools/idle", edge.base_url());
+    let connected = |view: &Value| view["nodes"][0]["connected_ts"].as_i64();
+    let before = get_json(&url, &admin).await;
+    assert!(connected(&before).is_some(), "{before}");
+    // Five heartbeat intervals with nothing to do: past the node's three of silence.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = get_json(&url, &admin).await;
+    assert_eq!(
+        connected(&after),
+        connected(&before),
+        "the node reconnected: {}",
+        node.log_tail()
+    );
+    assert_eq!(after["nodes"][0]["connected"], true);
+}

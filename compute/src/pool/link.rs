@@ -40,6 +40,11 @@ const TOKEN_TTL_S: i64 = 3600;
 const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
 /// How long a closing socket waits for the edge's close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// How long an open socket may go without a welcome.
+const WELCOME_WAIT: Duration = Duration::from_secs(10);
+/// Heartbeat intervals of silence from the edge (not even a pong) that end the socket: a
+/// half-open connection (a NAT that forgot it, an edge gone without a FIN) is noticed.
+const SILENT_INTERVALS: u32 = 3;
 
 pub(super) struct Link {
     pub(super) config: PoolConfig,
@@ -53,6 +58,9 @@ pub(super) struct Link {
     ws: Option<Ws>,
     /// Set by the welcome: the socket is up and the node has said `ready`.
     heartbeat: Option<Interval>,
+    /// When the edge was last heard on this socket, and how long it may be silent.
+    heard: Instant,
+    silence_limit: Duration,
     models: watch::Receiver<Vec<String>>,
     token: Option<String>,
     /// Connections in a row that failed before a welcome.
@@ -77,6 +85,8 @@ impl Link {
             run_ids: HashMap::new(),
             ws: None,
             heartbeat: None,
+            heard: Instant::now(),
+            silence_limit: WELCOME_WAIT,
             token: None,
             failures: 0,
             unauthorized: false,
@@ -100,6 +110,7 @@ impl Link {
                 return self.give_up(e).await;
             }
             let drain_due = self.drain.as_ref().and_then(Drain::due);
+            let silent_at = self.ws.is_some().then(|| self.heard + self.silence_limit);
             let step = tokio::select! {
                 message = next_message(&mut self.ws) => self.on_message(message).await,
                 _ = tick(&mut self.heartbeat) => {
@@ -123,6 +134,12 @@ impl Link {
                     Ok(())
                 }
                 _ = tokio::time::sleep_until(self.reconnect_at), if self.ws.is_none() => Ok(()),
+                _ = sleep_until(silent_at) => {
+                    let silent_s = self.silence_limit.as_secs_f64();
+                    self.dropped();
+                    self.backoff(&format!("the edge said nothing for {silent_s} s"));
+                    Ok(())
+                }
             };
             if let Err(e) = step {
                 return self.give_up(e).await;
@@ -154,6 +171,8 @@ impl Link {
             Ok(ws) => {
                 tracing::debug!(url = %self.url, "pool socket open; waiting for the welcome");
                 self.ws = Some(ws);
+                self.heard = Instant::now();
+                self.silence_limit = WELCOME_WAIT;
                 Ok(())
             }
             Err(DialError::Refused(status)) => {
@@ -213,10 +232,15 @@ impl Link {
         &mut self,
         message: Option<Result<Message, tungstenite::Error>>,
     ) -> Result<(), PoolError> {
+        if matches!(message, Some(Ok(_))) {
+            self.heard = Instant::now();
+        }
         match message {
             Some(Ok(Message::Text(text))) => {
                 match serde_json::from_str::<PoolMessage>(&text) {
                     Ok(message) => self.on_pool_message(message).await,
+                    // the answer to our ping: it has done its work by arriving
+                    Err(_) if text.as_str() == PONG.as_str() => {}
                     Err(e) => tracing::warn!("not a pool message ({e}): {text}"),
                 }
                 Ok(())
@@ -259,6 +283,7 @@ impl Link {
                 }
                 tracing::info!(%pool, %node_id, lease_ms, heartbeat_ms, "joined the pool");
                 let every = Duration::from_millis(heartbeat_ms).max(MIN_HEARTBEAT);
+                self.silence_limit = every * SILENT_INTERVALS;
                 let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
                 heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
                 self.heartbeat = Some(heartbeat);
@@ -381,6 +406,11 @@ impl Link {
     }
 
     async fn send_heartbeat(&mut self) {
+        // Nothing heard for an interval: a ping, which the edge's runtime answers without
+        // waking the pool, tells a quiet link from a dead one.
+        if self.heard.elapsed() >= self.silence_limit / SILENT_INTERVALS {
+            self.send_text(PING.clone()).await;
+        }
         let mut metrics = self.probe.sample();
         metrics.queue_depth = Some(self.jobs.queue_depth() as u64);
         let mut running = self.leases.running();
@@ -394,11 +424,15 @@ impl Link {
 
     /// Sends `message` if the socket is up; a failed send drops the socket.
     async fn send(&mut self, message: NodeMessage) {
+        let text = serde_json::to_string(&message).expect("node messages serialize");
+        self.send_text(text).await;
+    }
+
+    async fn send_text(&mut self, text: String) {
         let Some(ws) = &mut self.ws else {
-            tracing::debug!(?message, "pool link down: not sent");
+            tracing::debug!(text, "pool link down: not sent");
             return;
         };
-        let text = serde_json::to_string(&message).expect("node messages serialize");
         if let Err(e) = ws.send(Message::Text(text.into())).await {
             self.dropped();
             self.backoff(&format!("cannot send: {e}"));
@@ -427,6 +461,15 @@ impl Link {
         Err(error)
     }
 }
+
+/// `{"type":"ping"}`: the edge answers it `{"type":"pong"}` from the runtime.
+static PING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    serde_json::to_string(&stagecast_shared::ws::ClientMessage::Ping).expect("serializes")
+});
+
+static PONG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    serde_json::to_string(&stagecast_shared::ws::ServerMessage::Pong).expect("serializes")
+});
 
 async fn next_message(ws: &mut Option<Ws>) -> Option<Result<Message, tungstenite::Error>> {
     match ws {
