@@ -5,7 +5,7 @@
 use std::cell::RefMut;
 
 use stagecast_shared::api::{ErrorBody, ErrorCode};
-use stagecast_shared::dispatch::{DispatchUpdate, Effect, Pool};
+use stagecast_shared::dispatch::{DispatchUpdate, Effect, Pool, PoolMessage};
 use stagecast_shared::ids::{NodeId, PoolName};
 use stagecast_shared::snapshot::Status;
 use worker::{Result, ScheduledTime, WebSocket};
@@ -121,6 +121,13 @@ impl PoolObject {
         for effect in effects {
             match effect {
                 Effect::ToNode { node, message } => {
+                    if self.lease_not_told(&message) {
+                        // Its analysis has not heard of this attempt: the node's publishes
+                        // would be refused. Unsent, the lease expires unaccepted and is
+                        // requeued, by when the update has had its retries.
+                        tracing::warn!(%node, "lease held back: its analysis has not heard of it");
+                        continue;
+                    }
                     let conn = self
                         .pool
                         .borrow()
@@ -141,6 +148,28 @@ impl PoolObject {
             }
         }
         self.schedule().await
+    }
+
+    /// Whether `message` is a lease whose `leased` update still waits in its analysis'
+    /// outbox.
+    fn lease_not_told(&self, message: &PoolMessage) -> bool {
+        let PoolMessage::Lease {
+            analysis_id,
+            attempt,
+            ..
+        } = message
+        else {
+            return false;
+        };
+        self.pool
+            .borrow()
+            .as_ref()
+            .and_then(|p| p.entry(analysis_id))
+            .is_some_and(|e| {
+                e.outbox
+                    .iter()
+                    .any(|u| matches!(u, DispatchUpdate::Leased { attempt: a, .. } if a == attempt))
+            })
     }
 
     /// Sends each analysis its pending updates (only urgent ones unless `positions`);
