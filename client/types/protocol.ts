@@ -84,12 +84,28 @@ export type EdgeEvent = {
 /**
  * `edge:<seq>`: the `:` keeps it apart from node-chosen ids.
  */
-id: string, } & ({ "type": "cancel_requested", by: string, } | { "type": "stalled", silent_ms: number, } | { "type": "queued", pool: PoolName, position?: number, max_attempts: number, } | { "type": "leased", node: NodeId, attempt: number, } | { "type": "requeued", attempt: number, reason: RequeueReason, node: NodeId, } | { "type": "failed", error: ErrorInfo, } | { "type": "cancelled", reason: string, });
+id: string, } & ({ "type": "cancel_requested", by: string, } | { "type": "stalled", silent_ms: number, } | { "type": "queued", pool: PoolName, position?: number, max_attempts: number, } | { "type": "leased", node: NodeId, attempt: number, } | { "type": "requeued", attempt: number, reason: RequeueReason, node: NodeId, } | { "type": "failed", error: ErrorInfo, } | { "type": "cancelled", reason: string, } | { "type": "artifact", name: ArtifactName, content_type: string, bytes: number, 
+/**
+ * The frame it shows, for a key frame.
+ */
+frame?: number, 
+/**
+ * What it is: `key_frame` (of a partial result), `result`, or the node's own word.
+ */
+kind?: string, });
 
 /**
  * The `type` of an edge event and its fields.
  */
-export type EdgeEventKind = { "type": "cancel_requested", by: string, } | { "type": "stalled", silent_ms: number, } | { "type": "queued", pool: PoolName, position?: number, max_attempts: number, } | { "type": "leased", node: NodeId, attempt: number, } | { "type": "requeued", attempt: number, reason: RequeueReason, node: NodeId, } | { "type": "failed", error: ErrorInfo, } | { "type": "cancelled", reason: string, };
+export type EdgeEventKind = { "type": "cancel_requested", by: string, } | { "type": "stalled", silent_ms: number, } | { "type": "queued", pool: PoolName, position?: number, max_attempts: number, } | { "type": "leased", node: NodeId, attempt: number, } | { "type": "requeued", attempt: number, reason: RequeueReason, node: NodeId, } | { "type": "failed", error: ErrorInfo, } | { "type": "cancelled", reason: string, } | { "type": "artifact", name: ArtifactName, content_type: string, bytes: number, 
+/**
+ * The frame it shows, for a key frame.
+ */
+frame?: number, 
+/**
+ * What it is: `key_frame` (of a partial result), `result`, or the node's own word.
+ */
+kind?: string, };
 
 /**
  * The `event` of a stored event: from the node or from the edge, told apart by `type`.
@@ -224,7 +240,7 @@ export type CancelResponse = { cancel_requested: boolean, };
  * Every error's code. Each one carries its HTTP status (`ErrorCode::status`); the
  * same codes appear in WebSocket `error` messages.
  */
-export type ErrorCode = "invalid_analysis_id" | "invalid_json" | "invalid_event" | "invalid_request" | "invalid_message" | "missing_token" | "invalid_token" | "token_expired" | "insufficient_scope" | "analysis_not_granted" | "not_found" | "analysis_not_found" | "method_not_allowed" | "not_started" | "already_started" | "analysis_finished" | "progress_backwards" | "unknown_stage" | "analysis_exists" | "stale_attempt" | "invalid_pool_name" | "payload_too_large" | "rate_limited" | "queue_full" | "internal" | "unavailable";
+export type ErrorCode = "invalid_analysis_id" | "invalid_json" | "invalid_event" | "invalid_request" | "invalid_message" | "missing_token" | "invalid_token" | "token_expired" | "insufficient_scope" | "analysis_not_granted" | "not_found" | "analysis_not_found" | "method_not_allowed" | "not_started" | "already_started" | "analysis_finished" | "progress_backwards" | "unknown_stage" | "analysis_exists" | "stale_attempt" | "invalid_pool_name" | "payload_too_large" | "invalid_media" | "length_required" | "already_submitted" | "input_missing" | "not_lease_holder" | "too_many_artifacts" | "artifact_exists" | "range_not_satisfiable" | "rate_limited" | "queue_full" | "internal" | "unavailable";
 
 /**
  * `{"error": {"code": "...", "message": "..."}}`, the body of every error answer.
@@ -293,7 +309,8 @@ export type NodeId = string;
  */
 export type Job = { 
 /**
- * An http(s) URL; the node treats it as untrusted.
+ * An http(s) URL, which the node treats as untrusted, or `upload`: the analysis'
+ * uploaded input, fetched from the edge.
  */
 input: string, 
 /**
@@ -319,7 +336,7 @@ analysis_id?: string,
  */
 pool?: string, 
 /**
- * An http(s) URL.
+ * An http(s) URL, or `upload` once `PUT /v1/analyses/{id}/input` stored one.
  */
 input: string, model?: string, options: JobOptions, 
 /**
@@ -376,6 +393,22 @@ status: Status, attempt: number, priority: number, node?: NodeId, submitted_ts: 
  * The live pool view (`GET /v1/pools/{pool}/ws`): a `pool` snapshot first, then these.
  */
 export type PoolEvent = { "type": "pool", view: PoolView, server_ts: number, } | { "type": "node_joined", node: NodeView, } | { "type": "node_left", node_id: NodeId, } | { "type": "node_metrics", node: NodeView, } | { "type": "queue_changed", queued: number, leased: number, } | { "type": "leased", analysis_id: AnalysisId, node: NodeId, attempt: number, } | { "type": "finished", analysis_id: AnalysisId, status: Status, };
+
+/**
+ * An artifact's name: an id, a dot and one of the known extensions, which fixes its
+ * content type.
+ */
+export type ArtifactName = string;
+
+/**
+ * 201 answer to `PUT /v1/analyses/{id}/input`.
+ */
+export type UploadReceipt = { bytes: number, sha256: string, content_type: string, };
+
+/**
+ * 201 (stored) or 200 (the same bytes again) answer to `PUT .../artifacts/{name}`.
+ */
+export type ArtifactReceipt = { name: ArtifactName, bytes: number, sha256: string, content_type: string, };
 
 /** WebSocket close codes used by the edge. */
 export type CloseCode = 4001 | 4003 | 4400 | 4008 | 4009 | 4010 | 4409 | 1012 | 1013 | 1000;

@@ -9,7 +9,8 @@
 //! - [`browser`]: a page in headless Chromium, with axe-core.
 //! - [`client`]: tokens, publishing, the typed subscriber, and the exactly-once check.
 //! - [`proxy`]: the cuttable TCP proxy; [`host`]: the machine, for benchmark headers;
-//!   [`stats`]: quantiles; [`media`]: fixtures over HTTP, for pool inputs.
+//!   [`stats`]: quantiles; [`media`]: fixtures over HTTP, for pool inputs; [`uploads`]:
+//!   the edge's upload, input and artifact routes.
 
 pub mod browser;
 pub mod client;
@@ -22,6 +23,7 @@ pub mod process;
 pub mod proxy;
 pub mod soak;
 pub mod stats;
+pub mod uploads;
 
 pub use client::{Subscriber, Tokens};
 pub use edge::{Edge, shared_edge};

@@ -2,6 +2,7 @@
 //! mistake, not a client's: it fails loudly with the variable's name.
 
 use stagecast_shared::dispatch::PoolConfig;
+use stagecast_shared::media::DEFAULT_MAX_UPLOAD_BYTES;
 use stagecast_shared::token::{KeySet, KeySetError};
 
 /// Defaults of the contract's "Running the edge alone" table.
@@ -29,6 +30,8 @@ pub struct Limits {
     /// A pool's timings and queue bound (`STAGECAST_LEASE_MS`,
     /// `STAGECAST_NODE_HEARTBEAT_MS`, `STAGECAST_QUEUE_LIMIT`).
     pub pool: PoolConfig,
+    /// Largest uploaded input (`STAGECAST_MAX_UPLOAD_BYTES`).
+    pub max_upload_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +76,7 @@ impl Limits {
                 queue_limit: get("STAGECAST_QUEUE_LIMIT", defaults.queue_limit as u64)? as usize,
                 ..defaults
             },
+            max_upload_bytes: get("STAGECAST_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES)?,
         })
     }
 

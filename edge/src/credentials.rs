@@ -35,6 +35,14 @@ impl RequestCredentials<'_> {
         })
     }
 
+    /// The `?token=` of a plain HTTP request, for the routes that take one.
+    pub fn query_token(&self) -> Option<Found> {
+        let token = self.query_token.filter(|t| !t.is_empty())?;
+        Some(Found {
+            token: token.to_string(),
+        })
+    }
+
     /// The token of a WebSocket handshake, from any one of the four places.
     pub fn websocket_token(&self) -> Option<Found> {
         let from_subprotocol = self.subprotocols.and_then(bearer_from_subprotocols);

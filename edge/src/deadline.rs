@@ -5,10 +5,16 @@ use stagecast_shared::Analysis;
 
 use crate::config::Limits;
 
-/// When a finished analysis is deleted; `None` while it runs.
+/// When a finished analysis (or an upload never submitted) is deleted; `None` while it
+/// runs or waits.
 pub fn retention_deadline(analysis: &Analysis, limits: &Limits) -> Option<i64> {
+    let unsubmitted_upload = analysis
+        .input()
+        .filter(|_| analysis.check_upload().is_ok())
+        .map(|input| input.uploaded_ts);
     analysis
         .terminal_ts()
+        .or(unsubmitted_upload)
         .map(|t| t.saturating_add(limits.retention_ms))
 }
 

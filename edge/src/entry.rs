@@ -21,7 +21,9 @@ use crate::call::{to_analysis, to_pool};
 use crate::clock::now_ms;
 use crate::config::{self, ConfigError};
 use crate::credentials::{RequestCredentials, offers_stagecast_subprotocol};
+use crate::digest::random_hex;
 use crate::forward::{Forwarded, Op, PoolForwarded, PoolOp};
+use crate::media::{self, MediaRequest};
 use crate::query;
 use crate::respond::{error_response, refuse_websocket};
 use crate::route::{Route, RouteError};
@@ -109,6 +111,8 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     };
     let found = if websocket {
         creds.websocket_token()
+    } else if route.takes_query_token() {
+        creds.http_token().or_else(|| creds.query_token())
     } else {
         creds.http_token()
     };
@@ -190,6 +194,23 @@ async fn to_analysis_route(
         Ok(p) => p,
         Err(body) => return request.refuse(body),
     };
+    let media = MediaRequest {
+        analysis_id,
+        principal,
+    };
+    match &request.route {
+        Route::Upload(_) => return media::upload(req, &env, &media).await,
+        Route::Input(_) => return media::input(req, &env, &media).await,
+        Route::PutArtifact(_, name) => {
+            return media::put_artifact(req, &env, &media, name, &request.pairs).await;
+        }
+        Route::Artifact(_, name) => return media::artifact(req, &env, &media, name).await,
+        _ => {}
+    }
+    let MediaRequest {
+        analysis_id,
+        principal,
+    } = media;
     let (op, body) = match &request.route {
         Route::Publish(_) => match read_body(req, parse_publish_body).await? {
             Ok(body) => (Op::Publish, Some(body)),
@@ -328,10 +349,7 @@ async fn to_pool_route(env: Env, request: &Incoming, keys: &KeySet) -> Result<Re
 
 /// A fresh analysis id: 128 random bits, hex.
 fn new_analysis_id() -> Result<AnalysisId> {
-    let mut bytes = [0u8; 16];
-    getrandom::getrandom(&mut bytes).map_err(|e| worker::Error::RustError(e.to_string()))?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    AnalysisId::parse(&hex).map_err(|e| worker::Error::RustError(e.to_string()))
+    AnalysisId::parse(&random_hex()?).map_err(|e| worker::Error::RustError(e.to_string()))
 }
 
 /// A body, bounded and checked by `parse` here so a bad one never reaches an object.

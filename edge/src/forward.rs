@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use stagecast_shared::dispatch::wire::AnalysisFilter;
 use stagecast_shared::dispatch::{DispatchUpdate, Submission, SubmitRefused, Submitted};
 use stagecast_shared::ids::{AnalysisId, NodeId, PoolName};
+use stagecast_shared::media::{ArtifactName, InputRecord};
 use stagecast_shared::snapshot::Status;
 
 use crate::auth::Principal;
@@ -35,6 +36,24 @@ pub enum Op {
     /// From the analysis' pool: what happened to it, in order.
     Dispatch {
         updates: Vec<DispatchUpdate>,
+    },
+    /// May an upload set the input now? Asked before the body is streamed.
+    UploadCheck,
+    /// An upload is in the bucket: record it (or refuse, and the Worker deletes it).
+    InputStored {
+        input: InputRecord,
+    },
+    /// Which input the node `node` may read (the lease holder's only).
+    InputFor {
+        node: String,
+    },
+    /// An artifact, the body: checked, stored in the bucket and announced by the object.
+    PutArtifact {
+        name: ArtifactName,
+        content_type: String,
+        attempt: Option<u32>,
+        frame: Option<u64>,
+        kind: Option<String>,
     },
 }
 

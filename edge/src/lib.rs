@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod credentials;
 pub mod deadline;
+pub mod digest;
 pub mod forward;
 pub mod node_socket;
 pub mod query;
@@ -21,6 +22,8 @@ mod clock;
 mod entry;
 #[cfg(target_arch = "wasm32")]
 mod log;
+#[cfg(target_arch = "wasm32")]
+mod media;
 #[cfg(target_arch = "wasm32")]
 mod object;
 #[cfg(target_arch = "wasm32")]

@@ -19,6 +19,14 @@ pub enum Route {
     PoolConnect(String),
     /// `GET /v1/pools/{pool}/ws`: the live pool view.
     PoolWatch(String),
+    /// `PUT /v1/analyses/{id}/input`.
+    Upload(String),
+    /// `GET /v1/analyses/{id}/input`: the leased node's fetch.
+    Input(String),
+    /// `PUT /v1/analyses/{id}/artifacts/{name}` (name unvalidated).
+    PutArtifact(String, String),
+    /// `GET /v1/analyses/{id}/artifacts/{name}`.
+    Artifact(String, String),
 }
 
 /// Why a request matched no route.
@@ -38,7 +46,11 @@ impl Route {
             | Route::Events(id)
             | Route::Publish(id)
             | Route::Cancel(id)
-            | Route::Subscribe(id) => Some(id),
+            | Route::Subscribe(id)
+            | Route::Upload(id)
+            | Route::Input(id)
+            | Route::PutArtifact(id, _)
+            | Route::Artifact(id, _) => Some(id),
             _ => None,
         }
     }
@@ -52,6 +64,20 @@ impl Route {
             | Route::PoolWatch(pool) => Some(pool),
             _ => None,
         }
+    }
+
+    /// The artifact name in the path, unvalidated.
+    pub fn artifact_name(&self) -> Option<&str> {
+        match self {
+            Route::PutArtifact(_, name) | Route::Artifact(_, name) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Whether a plain HTTP request may carry its token as `?token=` (an `<img>` cannot
+    /// send a header).
+    pub fn takes_query_token(&self) -> bool {
+        matches!(self, Route::Artifact(..))
     }
 
     /// Whether the route is a WebSocket.
@@ -78,6 +104,16 @@ impl Route {
             ["v1", "analyses", id, "events"] => (Route::Events(id.to_string()), "GET"),
             ["v1", "analyses", id, "cancel"] => (Route::Cancel(id.to_string()), "POST"),
             ["v1", "analyses", id, "ws"] => (Route::Subscribe(id.to_string()), "GET"),
+            ["v1", "analyses", id, "input"] if method == "PUT" => {
+                (Route::Upload(id.to_string()), "PUT")
+            }
+            ["v1", "analyses", id, "input"] => (Route::Input(id.to_string()), "GET"),
+            ["v1", "analyses", id, "artifacts", name] if method == "PUT" => {
+                (Route::PutArtifact(id.to_string(), name.to_string()), "PUT")
+            }
+            ["v1", "analyses", id, "artifacts", name] => {
+                (Route::Artifact(id.to_string(), name.to_string()), "GET")
+            }
             _ => return Err(RouteError::NotFound),
         };
         if method == allowed || (method == "HEAD" && allowed == "GET") {
@@ -116,6 +152,21 @@ mod tests {
             Ok(Route::Subscribe("a1".into()))
         );
         assert_eq!(Route::parse("POST", "/v1/analyses"), Ok(Route::Submit));
+        assert_eq!(
+            Route::parse("PUT", "/v1/analyses/a1/input"),
+            Ok(Route::Upload("a1".into()))
+        );
+        assert_eq!(
+            Route::parse("GET", "/v1/analyses/a1/input"),
+            Ok(Route::Input("a1".into()))
+        );
+        let put = Route::parse("PUT", "/v1/analyses/a1/artifacts/k.jpg").unwrap();
+        assert_eq!(
+            (put.analysis_id(), put.artifact_name()),
+            (Some("a1"), Some("k.jpg"))
+        );
+        let get = Route::parse("HEAD", "/v1/analyses/a1/artifacts/k.jpg").unwrap();
+        assert!(get.takes_query_token() && !put.takes_query_token());
         assert_eq!(
             Route::parse("GET", "/v1/pools/gpu"),
             Ok(Route::PoolView("gpu".into()))

@@ -1,10 +1,11 @@
 //! The object's SQLite storage: the event log (frames ready to send, ids kept for dedupe
-//! after their frame is trimmed) and the state machine in one row.
+//! after their frame is trimmed), the state machine in one row, and the artifacts' records.
 
 use std::collections::HashSet;
 
 use serde::Deserialize;
 use stagecast_shared::Analysis;
+use stagecast_shared::media::{ArtifactName, ArtifactRecord};
 use stagecast_shared::stored::StoredEvent;
 use stagecast_shared::ws::ServerMessage;
 use worker::{Result, SqlStorage, SqlStorageValue};
@@ -20,6 +21,11 @@ pub struct Store {
 #[derive(Deserialize)]
 struct FrameRow {
     frame: String,
+}
+
+#[derive(Deserialize)]
+struct RecordRow {
+    record: String,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +61,10 @@ impl Store {
         )?;
         self.sql.exec(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            None,
+        )?;
+        self.sql.exec(
+            "CREATE TABLE IF NOT EXISTS artifacts (name TEXT PRIMARY KEY, record TEXT NOT NULL)",
             None,
         )?;
         Ok(())
@@ -174,10 +184,36 @@ impl Store {
             .collect()
     }
 
+    /// The artifact stored under `name`, if any.
+    pub fn artifact(&self, name: &ArtifactName) -> Result<Option<ArtifactRecord>> {
+        let rows: Vec<RecordRow> = self
+            .sql
+            .exec(
+                "SELECT record FROM artifacts WHERE name = ?",
+                vec![name.as_str().into()],
+            )?
+            .to_array()?;
+        rows.first()
+            .map(|row| serde_json::from_str(&row.record).map_err(worker::Error::from))
+            .transpose()
+    }
+
+    pub fn insert_artifact(&self, artifact: &ArtifactRecord) -> Result<()> {
+        self.sql.exec(
+            "INSERT INTO artifacts (name, record) VALUES (?, ?)",
+            vec![
+                artifact.name.as_str().into(),
+                serde_json::to_string(artifact)?.into(),
+            ],
+        )?;
+        Ok(())
+    }
+
     /// Deletes everything: the retention period is over.
     pub fn wipe(&self) -> Result<()> {
         self.sql.exec("DELETE FROM events", None)?;
         self.sql.exec("DELETE FROM meta", None)?;
+        self.sql.exec("DELETE FROM artifacts", None)?;
         Ok(())
     }
 }

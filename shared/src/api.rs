@@ -84,8 +84,25 @@ pub enum ErrorCode {
     StaleAttempt,
     /// 400: the pool name of the URL or body breaks the id rule.
     InvalidPoolName,
-    /// 413: the body is larger than 256 KiB (`MAX_BODY_BYTES`).
+    /// 413: the body is larger than 256 KiB (`MAX_BODY_BYTES`), an upload or an
+    /// artifact over its cap; nothing is stored.
     PayloadTooLarge,
+    /// 400: an upload's or artifact's content type, an artifact's name or its query.
+    InvalidMedia,
+    /// 411: an upload or artifact without `Content-Length`.
+    LengthRequired,
+    /// 409: an upload for an analysis that was submitted (or has events).
+    AlreadySubmitted,
+    /// 409: a submission with `"input": "upload"` and nothing uploaded.
+    InputMissing,
+    /// 403: an input fetch by a node that does not hold the analysis' lease.
+    NotLeaseHolder,
+    /// 409: an analysis holds 64 artifacts already.
+    TooManyArtifacts,
+    /// 409: an artifact name taken by other bytes.
+    ArtifactExists,
+    /// 416: a `Range` the object cannot satisfy.
+    RangeNotSatisfiable,
     /// 429: slow down (see `Retry-After`).
     RateLimited,
     /// 429: the pool holds `STAGECAST_QUEUE_LIMIT` queued analyses (see `Retry-After`).
@@ -102,14 +119,17 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             InvalidAnalysisId | InvalidPoolName | InvalidJson | InvalidEvent | InvalidRequest
-            | InvalidMessage => 400,
+            | InvalidMessage | InvalidMedia => 400,
             MissingToken | InvalidToken | TokenExpired => 401,
-            InsufficientScope | AnalysisNotGranted => 403,
+            InsufficientScope | AnalysisNotGranted | NotLeaseHolder => 403,
             NotFound | AnalysisNotFound => 404,
             MethodNotAllowed => 405,
             NotStarted | AlreadyStarted | AnalysisFinished | ProgressBackwards | UnknownStage
-            | AnalysisExists | StaleAttempt => 409,
+            | AnalysisExists | StaleAttempt | AlreadySubmitted | InputMissing
+            | TooManyArtifacts | ArtifactExists => 409,
+            LengthRequired => 411,
             PayloadTooLarge => 413,
+            RangeNotSatisfiable => 416,
             RateLimited | QueueFull => 429,
             Internal => 500,
             Unavailable => 503,

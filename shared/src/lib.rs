@@ -8,6 +8,7 @@
 //! - [`machine`]: the [`Analysis`] state machine (order, progress, ETA, cancel, stall, replay).
 //! - [`dispatch`]: submissions, a pool's queue and leases ([`dispatch::Pool`]), the
 //!   node's pool socket and the pool views.
+//! - [`media`]: uploaded inputs and artifacts (names, keys, ranges, answers).
 //! - [`token`]: JWT verification against tenant keys, bearer parsing, authorization,
 //!   and minting.
 //! - Client policies, sans-IO: [`follow`] (resume, dedupe, close code -> action),
@@ -25,6 +26,7 @@ pub mod follow;
 pub mod ids;
 pub mod limits;
 pub mod machine;
+pub mod media;
 pub mod send;
 pub mod snapshot;
 pub mod stored;

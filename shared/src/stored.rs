@@ -6,6 +6,7 @@ use serde::{Deserialize, Deserializer, Serialize, de::Error as _};
 use crate::dispatch::wire::RequeueReason;
 use crate::event::{ErrorInfo, Event};
 use crate::ids::{NodeId, PoolName};
+use crate::media::ArtifactName;
 
 /// An event the edge appends itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +48,18 @@ pub enum EdgeEventKind {
     Failed { error: ErrorInfo },
     /// The edge ended it (cancelled while queued, so no node was involved).
     Cancelled { reason: String },
+    /// An artifact was stored: `GET /v1/analyses/{id}/artifacts/{name}` serves it.
+    Artifact {
+        name: ArtifactName,
+        content_type: String,
+        bytes: u64,
+        /// The frame it shows, for a key frame.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        frame: Option<u64>,
+        /// What it is: `key_frame` (of a partial result), `result`, or the node's own word.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<String>,
+    },
 }
 
 impl EdgeEventKind {
@@ -60,6 +73,7 @@ impl EdgeEventKind {
             Self::Requeued { .. } => "requeued",
             Self::Failed { .. } => "failed",
             Self::Cancelled { .. } => "cancelled",
+            Self::Artifact { .. } => "artifact",
         }
     }
 

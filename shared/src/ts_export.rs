@@ -11,6 +11,7 @@ use crate::dispatch::job::*;
 use crate::dispatch::wire::*;
 use crate::event::*;
 use crate::ids::*;
+use crate::media::{ArtifactName, ArtifactReceipt, UploadReceipt};
 use crate::snapshot::*;
 use crate::stored::*;
 use crate::ws::*;
@@ -78,6 +79,9 @@ fn generate() -> String {
     decl::<NodeView>(&cfg, &mut out);
     decl::<PoolAnalysis>(&cfg, &mut out);
     decl::<PoolEvent>(&cfg, &mut out);
+    decl::<ArtifactName>(&cfg, &mut out);
+    decl::<UploadReceipt>(&cfg, &mut out);
+    decl::<ArtifactReceipt>(&cfg, &mut out);
 
     // Close codes are not JSON, so ts-rs has nothing to derive: write them from the table.
     let codes: Vec<String> = CloseCode::ALL

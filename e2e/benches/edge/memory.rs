@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::bail;
-use stagecast_e2e::host::kib_field;
+use stagecast_e2e::host::{Rss, group_rss};
 
 use crate::{Bench, Target};
 
@@ -11,22 +11,6 @@ use crate::{Bench, Target};
 pub const IDLE_SOCKETS: usize = 1000;
 /// Time for workerd to settle before its memory is read.
 pub const SETTLE: Duration = Duration::from_secs(3);
-
-/// A relay's resident memory. Under `wrangler dev` there are two workerd processes: a dev
-/// proxy that owns the port and forwards every request and socket, and the runtime that runs
-/// the Worker and its objects; production has only the latter. Any other relay is all
-/// "runtime".
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Rss {
-    pub proxy_kib: u64,
-    pub runtime_kib: u64,
-}
-
-impl Rss {
-    fn total(&self) -> u64 {
-        self.proxy_kib + self.runtime_kib
-    }
-}
 
 pub struct Memory {
     /// The processes counted, e.g. "2 workerd".
@@ -36,68 +20,6 @@ pub struct Memory {
     pub ten_analyses: Rss,
     pub after_close: Rss,
     pub pending_hello_bytes: usize,
-}
-
-/// Resident memory of the processes in process group `pgid` whose name holds one of
-/// `names`, with a workerd dev proxy listening on `port` (in front of another workerd)
-/// counted apart, and how many processes there are.
-fn group_rss(pgid: i32, port: u16, names: &[&str]) -> (Rss, usize) {
-    let mut rss = Rss::default();
-    let mut count = 0;
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return (rss, 0);
-    };
-    let proxy_flag = format!("--socket-addr=entry=127.0.0.1:{port}");
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid pgrp ..."; comm may hold spaces, so split at the last ')'.
-        let Some((head, tail)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let comm = head.split_once('(').map_or("", |(_, c)| c);
-        let pgrp = tail
-            .split_whitespace()
-            .nth(2)
-            .and_then(|g| g.parse::<i32>().ok());
-        if pgrp != Some(pgid) || !names.iter().any(|n| comm.contains(n)) {
-            continue;
-        }
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let Some(kib) = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .map(kib_field)
-        else {
-            continue;
-        };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let is_proxy = cmdline
-            .split(|b| *b == 0)
-            .any(|arg| arg == proxy_flag.as_bytes());
-        if is_proxy {
-            rss.proxy_kib += kib;
-        } else {
-            rss.runtime_kib += kib;
-        }
-        count += 1;
-    }
-    // A workerd alone on the port (no `wrangler dev`) is the runtime itself.
-    if count == 1 {
-        rss = Rss {
-            proxy_kib: 0,
-            runtime_kib: rss.total(),
-        };
-    }
-    (rss, count)
 }
 
 /// Memory of the processes named `names` in process group `pgid` (the relay serving `edge`

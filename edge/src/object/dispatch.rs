@@ -42,6 +42,9 @@ impl AnalysisObject {
             Ok(check) => check,
             Err(e) => return error_response(&e.body()),
         };
+        if let Err(e) = self.with_analysis(id, |a| a.check_submitted_input(&submission.job))? {
+            return error_response(&e.body());
+        }
         let max_attempts = submission.max_attempts;
         let op = PoolOp::Submit {
             analysis_id: id.clone(),

@@ -2,16 +2,20 @@
 //! subscribers on the hibernation API. Socket facts live in attachments ([`crate::socket`])
 //! and the state in SQL ([`crate::store`]), so an evicted object rebuilt by `new()` loses
 //! nothing. This file is the runtime's entry points; [`state`] keeps the state machine in
-//! step with storage, [`ops`] answers each operation and [`dispatch`] the pool's part.
+//! step with storage, [`ops`] answers each operation, [`dispatch`] the pool's part and [`media`]
+//! the input and artifacts.
 
 mod dispatch;
+mod media;
 mod ops;
 mod state;
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 
 use stagecast_shared::Analysis;
 use stagecast_shared::api::{ErrorBody, ErrorCode};
+use stagecast_shared::media::ArtifactName;
 use stagecast_shared::ws::{ClientMessage, ServerMessage};
 use tracing::Instrument;
 use worker::{
@@ -39,6 +43,8 @@ pub struct AnalysisObject {
     /// Whether storage holds the tenant: it is written with the first commit, so a
     /// read-only visit never leaves storage behind.
     tenant_saved: Cell<bool>,
+    /// Artifact names being stored now: a second upload of one waits its turn.
+    artifacts_in_flight: RefCell<HashSet<ArtifactName>>,
 }
 
 impl DurableObject for AnalysisObject {
@@ -62,6 +68,7 @@ impl DurableObject for AnalysisObject {
             bucket: RefCell::new(None),
             tenant: RefCell::new(None),
             tenant_saved: Cell::new(false),
+            artifacts_in_flight: RefCell::new(HashSet::new()),
         }
     }
 

@@ -184,6 +184,10 @@ impl AnalysisObject {
             Op::Dispatch { updates } => {
                 json_response(&self.apply_updates(id, updates, &limits)?, 200)
             }
+            Op::UploadCheck => self.upload_check(id),
+            Op::InputStored { input } => self.input_stored(id, input.clone(), &limits).await,
+            Op::InputFor { node } => self.input_for(id, node),
+            op @ Op::PutArtifact { .. } => self.put_artifact(req, id, op, &limits).await,
         }
     }
 
@@ -194,6 +198,9 @@ impl AnalysisObject {
         let now = now_ms();
         if self.with_stored(|a| retention_over(a, &limits, now))? == Some(true) {
             tracing::info!("retention over: deleting the analysis");
+            if let Some(id) = self.with_stored(|a| a.analysis_id().clone())? {
+                self.delete_media(&id).await?;
+            }
             self.store().wipe()?;
             *self.analysis.borrow_mut() = None;
             // The stored tenant went with the rest; the next commit writes it again.

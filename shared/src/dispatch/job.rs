@@ -25,7 +25,8 @@ pub const MAX_BATCH_SIZE: u32 = 256;
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[cfg_attr(test, ts(optional_fields))]
 pub struct Job {
-    /// An http(s) URL; the node treats it as untrusted.
+    /// An http(s) URL, which the node treats as untrusted, or `upload`: the analysis'
+    /// uploaded input, fetched from the edge.
     pub input: String,
     /// The model to run; a node's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,7 +59,7 @@ pub struct SubmitRequest {
     /// `default` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
-    /// An http(s) URL.
+    /// An http(s) URL, or `upload` once `PUT /v1/analyses/{id}/input` stored one.
     pub input: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -217,9 +218,13 @@ fn validate_submission(request: &SubmitRequest) -> Result<(), ValidationError> {
     Ok(())
 }
 
-/// An absolute http(s) URL with a host, no longer than [`MAX_INPUT_URL_LEN`]. Whether
-/// its host may be fetched is the node's decision (it resolves the name).
+/// An absolute http(s) URL with a host, no longer than [`MAX_INPUT_URL_LEN`], or
+/// `upload` (the analysis' uploaded input). Whether a URL's host may be fetched is the
+/// node's decision (it resolves the name).
 fn validate_input(input: &str) -> Result<(), ValidationError> {
+    if input == crate::media::UPLOAD_INPUT {
+        return Ok(());
+    }
     let len = input.chars().count();
     if len > MAX_INPUT_URL_LEN {
         let rule = Rule::TooLong {

@@ -270,6 +270,11 @@ impl Analysis {
                 attempt: self.dispatch.as_ref().map_or(0, |d| d.attempt),
             },
             EdgeEventKind::Cancelled { .. } => DispatchUpdate::Cancelled,
+            EdgeEventKind::Artifact { .. } => {
+                self.artifacts += 1;
+                self.record_edge(kind.clone(), ts);
+                return true;
+            }
             EdgeEventKind::CancelRequested { .. } | EdgeEventKind::Stalled { .. } => return false,
         };
         matches!(self.apply_dispatch(&update, ts), Ok(Applied::Event(_)))

@@ -27,12 +27,14 @@
 
 mod dispatch;
 mod eta;
+mod media;
 mod progress;
 
 pub use dispatch::{
     ATTEMPTS_EXHAUSTED, AnalysisExists, Applied, Dispatched, StaleAttempt, SubmitCheck,
     UpdateRefused,
 };
+pub use media::{ArtifactCheck, ArtifactRefused};
 
 use std::borrow::Borrow;
 use std::collections::HashSet;
@@ -74,6 +76,16 @@ pub struct Analysis {
     /// Set when the analysis was submitted at the edge (absent in rows written before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     dispatch: Option<Dispatched>,
+    /// The uploaded input, until retention (absent in rows written before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    input: Option<crate::media::InputRecord>,
+    /// Artifacts stored so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    artifacts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What a batch did.
@@ -193,6 +205,8 @@ impl Analysis {
             error: None,
             regions_count: 0,
             dispatch: None,
+            input: None,
+            artifacts: 0,
         }
     }
 

@@ -333,7 +333,7 @@ pub fn bearer_from_header(value: &str) -> Option<&str> {
 }
 
 /// What a route asks of a token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Need<'a> {
     /// The scope it needs, if any.
     pub scope: Option<Scope>,
