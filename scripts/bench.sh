@@ -29,6 +29,9 @@ log "soak: 10 minutes of analyses through subscriber drops, edge restarts and li
 cargo build -q --release -p stagecast-node
 cargo bench -q -p stagecast-e2e --bench soak | tee bench/out/soak.md
 
+log "media: upload and node-fetch throughput, a node's memory while fetching 100 MiB (about 1 minute)"
+cargo bench -q -p stagecast-e2e --bench media | tee bench/out/media.md
+
 log "fuzz: 20000 random requests against the edge, no 5xx allowed (about 5 minutes)"
 STAGECAST_FUZZ_CASES=20000 cargo test -q -p stagecast-e2e --test edge_fuzz
 log "reports in bench/out/"

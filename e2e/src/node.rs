@@ -181,6 +181,11 @@ impl Node {
         log_tail(&self.log_path())
     }
 
+    /// The node's process id while it runs (benchmarks read its memory).
+    pub fn pid(&self) -> Option<i32> {
+        self.process.as_ref().and_then(Process::pgid)
+    }
+
     /// SIGKILLs the node, as a crash would.
     pub fn kill(&mut self) {
         self.process = None;
