@@ -77,3 +77,155 @@ async fn until(up: &mut watch::Receiver<bool>, state: bool) {
     // An error means the proxy is gone, and so is any reason to wait.
     let _ = up.wait_for(|now| *now == state).await;
 }
+
+/// A TCP proxy that cuts one answer midway: on the first connection that asks for a path
+/// holding `marker`, the answer is closed after `after` bytes, as a dropped link would.
+/// Everything else is relayed as it is. It also keeps the `Range` headers clients sent, so
+/// a test can tell a resumed fetch from a restarted one.
+pub struct TruncateOnce {
+    pub port: u16,
+    state: Arc<Truncation>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Truncation {
+    marker: String,
+    /// Connections that asked for `marker` and may be cut.
+    armed: std::sync::Mutex<std::collections::HashSet<u64>>,
+    cut: std::sync::atomic::AtomicBool,
+    ranges: std::sync::Mutex<Vec<String>>,
+}
+
+impl TruncateOnce {
+    pub async fn start(
+        upstream: SocketAddr,
+        marker: &str,
+        after: u64,
+    ) -> std::io::Result<TruncateOnce> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let state = Arc::new(Truncation {
+            marker: marker.to_owned(),
+            ..Truncation::default()
+        });
+        let shared = state.clone();
+        let accept = tokio::spawn(async move {
+            let mut connection = 0;
+            while let Ok((inbound, _)) = listener.accept().await {
+                connection += 1;
+                tokio::spawn(truncate(
+                    inbound,
+                    upstream,
+                    connection,
+                    after,
+                    shared.clone(),
+                ));
+            }
+        });
+        Ok(TruncateOnce {
+            port,
+            state,
+            accept,
+        })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether the one cut happened.
+    pub fn cut_done(&self) -> bool {
+        self.state.cut.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The `Range` headers clients sent, as written.
+    pub fn ranges(&self) -> Vec<String> {
+        self.state.ranges.lock().expect("ranges lock").clone()
+    }
+}
+
+impl Drop for TruncateOnce {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn truncate(
+    inbound: TcpStream,
+    upstream: SocketAddr,
+    connection: u64,
+    after: u64,
+    state: Arc<Truncation>,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(outbound) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let (mut client_read, mut client_write) = inbound.into_split();
+    let (mut up_read, mut up_write) = outbound.into_split();
+    let requests = {
+        let state = state.clone();
+        async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok(n) = client_read.read(&mut buf).await {
+                if n == 0 || up_write.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                for line in text.lines() {
+                    if line.starts_with("range:") {
+                        state
+                            .ranges
+                            .lock()
+                            .expect("ranges lock")
+                            .push(line.trim().to_owned());
+                    }
+                    if line.starts_with("get ") && line.contains(&state.marker) {
+                        state.armed.lock().expect("armed lock").insert(connection);
+                    }
+                }
+            }
+        }
+    };
+    let answers = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut sent = 0u64;
+        while let Ok(n) = up_read.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            let armed = state
+                .armed
+                .lock()
+                .expect("armed lock")
+                .contains(&connection);
+            if !armed {
+                if client_write.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            let first_over = sent + n as u64 > after
+                && state
+                    .cut
+                    .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok();
+            if first_over {
+                let keep = after.saturating_sub(sent) as usize;
+                let _ = client_write.write_all(&buf[..keep]).await;
+                return;
+            }
+            if client_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            sent += n as u64;
+        }
+    };
+    // the first side to finish ends the connection (both halves drop)
+    tokio::select! {
+        () = requests => {}
+        () = answers => {}
+    }
+}

@@ -8,6 +8,7 @@ mod input;
 mod models;
 mod progress;
 mod serve;
+mod submit;
 mod token;
 mod watch;
 
@@ -30,7 +31,7 @@ use input::InputArgs;
     about = "Stagecast compute node: runs ONNX analyses and publishes their progress to the edge",
     after_help = "Every flag can also be set by its environment variable or, below that, by a key \
                   of the --config TOML file: top-level keys for the global flags (e.g. edge = \
-                  \"http://127.0.0.1:8787\"), a [serve], [analyze], [watch] or [token] table for \
+                  \"http://127.0.0.1:8787\"), a [serve], [analyze], [watch], [submit] or [token] table for \
                   a command's own (e.g. [serve] concurrency = 2). Keys are the long flag names."
 )]
 pub struct Cli {
@@ -80,6 +81,9 @@ pub enum Command {
     Analyze(AnalyzeArgs),
     /// Follow an analysis on the edge from the terminal, to its result
     Watch(watch::WatchArgs),
+    /// Have a file or URL analysed by a pool: uploads a local file to the edge, submits it,
+    /// prints the dashboard URL and follows it like watch
+    Submit(submit::SubmitArgs),
     /// Mint a development token (viewer, node or admin) with this node's key
     Token(token::TokenArgs),
     /// List the model manifests and check that each model loads
@@ -148,6 +152,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(&cli.node, &cli.edge, args).await,
         Command::Analyze(args) => analyze::run(&cli.node, &cli.edge, args).await,
         Command::Watch(args) => watch::run(&cli.edge, args).await,
+        Command::Submit(args) => submit::run(&cli.edge, args).await,
         Command::Token(args) => token::run(&cli.edge, args),
         Command::Models => models::run(&cli.node).await,
     }

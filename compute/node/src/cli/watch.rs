@@ -239,6 +239,9 @@ impl Watch {
                             Some(p) => format!("queued in pool {pool} at position {p}"),
                             None => format!("queued in pool {pool}"),
                         },
+                        EdgeEventKind::Artifact { name, bytes, .. } => {
+                            format!("artifact {name} ({bytes} bytes)")
+                        }
                         EdgeEventKind::Leased { node, attempt } => {
                             format!("leased to node {node} (attempt {attempt})")
                         }
