@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole thing, locally: the edge in workerd (wrangler dev), two compute nodes on CPU
 # with the PP-OCRv4 text detector in the edge's default pool (they dial out to it, as nodes
-# behind NAT would), a sample video with text in it submitted at the edge, and the analysis
+# behind NAT would), a sample video with text in it uploaded to the edge and submitted there, and the analysis
 # followed in the terminal to its result. Stays in the foreground until Ctrl-C;
 # STAGECAST_DEMO_EXIT=1 stops once the sample analysis is done (for scripts). The dashboard
 # and pool page URLs it prints open the analysis and the pool live in a browser.
@@ -49,9 +49,8 @@ for i in "${!nodes[@]}"; do
   name="${nodes[$i]}"
   api="http://127.0.0.1:$((node_port + i))"
   log "starting compute node $name on CPU in the default pool, its API at $api (log: $out/$name.log)"
-  # the sample is served on loopback, which a pool node only fetches from when allowed
   setsid "$node" serve --listen "127.0.0.1:$((node_port + i))" --state-dir "$CACHE/$name" \
-    --pool default --node-id "$name" --threads 1 --allow-input-host 127.0.0.1 >"$out/$name.log" 2>&1 &
+    --pool default --node-id "$name" --threads 1 >"$out/$name.log" 2>&1 &
   pids+=($!)
   wait_for "$api/readyz" "node $name" "$out/$name.log" "${pids[-1]}"
 done
@@ -65,25 +64,11 @@ if [ ! -f "$sample" ]; then
     -c:v libx264 -pix_fmt yuv420p "$sample"
 fi
 
-media_port="${STAGECAST_MEDIA_PORT:-8790}"
-log "serving the sample at http://127.0.0.1:$media_port/sample.mp4"
-setsid python3 -m http.server --bind 127.0.0.1 --directory "$out" "$media_port" >"$out/media.log" 2>&1 &
-pids+=($!)
-wait_for "http://127.0.0.1:$media_port/sample.mp4" "the media server" "$out/media.log" "${pids[-1]}"
-
 id="demo-$(date +%s)"
-log "submitting analysis $id at the edge (pool default)"
-curl -fsS -X POST "$edge/v1/analyses" -H "authorization: Bearer $("$node" token backend --ttl 600)" \
-  -H 'content-type: application/json' \
-  -d "{\"analysis_id\": \"$id\", \"input\": \"http://127.0.0.1:$media_port/sample.mp4\", \"options\": {\"fps\": 2}}" >/dev/null
-viewer="$("$node" token viewer --analysis "$id" --ttl 86400)"
-log "dashboard: $edge/analysis?id=$id#token=$viewer"
 log "pool:      $edge/pool?name=default#token=$("$node" token admin --ttl 86400)"
-log "  snapshot: curl -H 'authorization: Bearer $viewer' $edge/v1/analyses/$id"
-log "following it here too:"
-
-"$node" watch "$id" || die "the analysis did not complete"
+log "uploading the sample to the edge and submitting analysis $id (pool default); the dashboard URL follows, then the analysis here too:"
+"$node" submit "$sample" --pool default --analysis-id "$id" --fps 2 || die "the analysis did not complete"
 log "node metrics: $node_api/metrics and http://127.0.0.1:$((node_port + 1))/metrics"
 if [ "${STAGECAST_DEMO_EXIT:-0}" = 1 ]; then exit 0; fi
-log "the edge and the nodes stay up until Ctrl-C; submit more with POST $edge/v1/analyses (README: the protocol in brief)"
+log "the edge and the nodes stay up until Ctrl-C; submit more with: $node submit FILE --edge $edge (or POST $edge/v1/analyses, README: the protocol in brief)"
 wait
