@@ -444,6 +444,21 @@ async fn artifacts_are_announced_cached_and_isolated() {
             .status,
         404
     );
+    let other_grant = dev(&[Scope::Publish], &["not-art"]);
+    let ungranted = put_artifact(
+        &base,
+        "art",
+        "g.jpg",
+        "",
+        &other_grant,
+        "image/jpeg",
+        jpeg(9),
+    )
+    .await;
+    assert_eq!(
+        (ungranted.status, ungranted.code().as_str()),
+        (403, "analysis_not_granted")
+    );
     let viewer_put = put_artifact(&base, "art", "v.jpg", "", &viewer, "image/jpeg", jpeg(9)).await;
     assert_eq!(viewer_put.status, 403);
 
