@@ -41,17 +41,10 @@ const WAIT: Duration = Duration::from_secs(30);
 const BEAT: Duration = Duration::from_millis(400);
 
 fn main() -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run())
+    host::run_report("Dispatch benchmarks", COMMAND, run())
 }
 
 async fn run() -> anyhow::Result<()> {
-    println!(
-        "# Dispatch benchmarks\n\n`{COMMAND}`\n\n{}\n",
-        host::describe()
-    );
     let edge = Edge::start(&[
         ("STAGECAST_DEV_SECRET", DEV_SECRET),
         ("STAGECAST_PUBLISH_RATE", "1000000"),

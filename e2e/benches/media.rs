@@ -23,17 +23,10 @@ const RUNS: usize = 3;
 const SIZES_MIB: [usize; 2] = [10, 100];
 
 fn main() -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run())
+    host::run_report("Media benchmarks", COMMAND, run())
 }
 
 async fn run() -> anyhow::Result<()> {
-    println!(
-        "# Media benchmarks\n\n`{COMMAND}`\n\n{}\n",
-        host::describe()
-    );
     let edge = Edge::start(&[
         ("STAGECAST_DEV_SECRET", DEV_SECRET),
         ("STAGECAST_MAX_UPLOAD_BYTES", &(101 * MIB).to_string()),

@@ -108,3 +108,17 @@ pub fn group_rss(pgid: i32, port: u16, names: &[&str]) -> (Rss, usize) {
     }
     (rss, count)
 }
+
+/// Runs a benchmark's `report` on a multi-thread runtime under its markdown title, the
+/// command that reproduces it and this machine.
+pub fn run_report(
+    title: &str,
+    command: &str,
+    report: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    println!("# {title}\n\n`{command}`\n\n{}\n", describe());
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(report)
+}
