@@ -114,7 +114,7 @@ pub fn group_rss(pgid: i32, port: u16, names: &[&str]) -> (Rss, usize) {
 pub fn run_report(
     title: &str,
     command: &str,
-    report: impl std::future::Future<Output = anyhow::Result<()>>,
+    report: impl Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
     println!("# {title}\n\n`{command}`\n\n{}\n", describe());
     tokio::runtime::Builder::new_multi_thread()
