@@ -13,6 +13,7 @@ use stagecast_shared::api::{ApiError, ErrorCode};
 use stagecast_shared::dispatch::Job as LeasedJob;
 use stagecast_shared::event::EventKind;
 use stagecast_shared::ids::AnalysisId;
+use stagecast_shared::media::UPLOAD_INPUT;
 use stagecast_shared::snapshot::Snapshot;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::PipelineOptions;
 use crate::error::Error;
 use crate::model::{DEFAULT_MODEL, Model};
-use crate::pipeline::{self, InputPolicy, Outcome, Source, Update};
+use crate::pipeline::{self, InputPolicy, Outcome, Source, Update, Upload};
 use crate::publish::{
     self, Delivered, EdgeClient, Fence, Fencing, Outbox, OutboxError, Publication, StaleReason,
 };
@@ -336,7 +337,7 @@ impl Jobs {
 
     /// Takes a run the pool leased; the returned future runs it to its end (published,
     /// or dropped as stale), waiting for a slot like any submission. Its input is parsed
-    /// under the untrusted policy; a model not loaded here, or a refused input, ends it
+    /// under the untrusted policy (an `upload` is fetched from the edge); a model not loaded here, or a refused input, ends it
     /// `failed` (`unknown_model`, `input_forbidden`, ...) under its attempt.
     pub fn run_leased(
         self: &Arc<Self>,
@@ -370,7 +371,18 @@ impl Jobs {
         if let Some(batch) = job.options.batch_size.filter(|b| *b > 0) {
             options.batch_size = batch as usize;
         }
-        let source = Source::parse(&job.input, &self.leased_inputs);
+        let publishing = self.publishing.as_ref().expect("checked above");
+        // an upload is fetched from the edge the lease came through
+        let source = if job.input == UPLOAD_INPUT {
+            let upload = Upload::new(
+                publishing.edge.clone(),
+                id.clone(),
+                self.leased_inputs.clone(),
+            );
+            Ok(Source::Upload(upload))
+        } else {
+            Source::parse(&job.input, &self.leased_inputs)
+        };
         let work = match (model, source) {
             (Ok(model), Ok(source)) => Work::Run {
                 model,
@@ -388,7 +400,6 @@ impl Jobs {
             .jobs
             .get(id.as_str())
             .is_some_and(|j| j.state != JobState::Finished);
-        let publishing = self.publishing.as_ref().expect("checked above");
         if running || publishing.outbox.contains(&id) {
             return Err(LeaseError::Busy(id));
         }
@@ -520,8 +531,8 @@ impl Jobs {
             }
             Work::Fail { model, error } => {
                 tracing::warn!(analysis = %id, code = error.code(), "leased run failed before it started: {error}");
-                for update in [Update::Started { model }, Update::Failed(error.to_info())] {
-                    let event = update.to_event();
+                let updates = [Update::Started { model }, Update::Failed(error.to_info())];
+                for event in updates.iter().filter_map(Update::to_event) {
                     record(&event);
                     if let Some(p) = &publication {
                         p.send(event);

@@ -31,7 +31,8 @@
 //!     pipeline::run(model, &source, &PipelineOptions::default(), cancel, tx).await
 //! });
 //! while let Some(update) = rx.recv().await {
-//!     let event = update.to_event(); // give it an id and publish it
+//!     // give it an id and publish it (an artifact is uploaded instead)
+//!     let event = update.to_event();
 //! #   let _ = event;
 //! }
 //! let outcome = analysis.await;

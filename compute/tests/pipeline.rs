@@ -5,9 +5,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use stagecast_compute::pipeline::{self, Outcome};
+use stagecast_compute::pipeline::{self, Artifact, MAX_SIDE, Outcome};
 use stagecast_compute::{CancellationToken, PipelineOptions, Source, Stage, Update};
 use stagecast_fixtures::{fixtures, path};
+use stagecast_shared::media::{KIND_KEY_FRAME, KIND_RESULT};
 use stagecast_shared::{Analysis, AnalysisId, Event, EventKind, Status};
 
 fn options(fps: f64, batch_size: usize) -> PipelineOptions {
@@ -75,6 +76,53 @@ async fn video_finds_text_only_once_it_appears() {
     );
 }
 
+/// Each batch that found something leaves its best frame's picture, and the result its
+/// best region's, before `completed`: JPEGs of the real frame, at most 640 px wide.
+#[tokio::test(flavor = "multi_thread")]
+async fn key_frames_and_the_result_frame_are_pictured() {
+    let (outcome, updates) = analyze(path(&fixtures().video), options(4.0, 3)).await;
+    let result = completed(outcome);
+    let pictures: Vec<&Artifact> = updates
+        .iter()
+        .filter_map(|u| match u {
+            Update::Artifact(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    // frames 0..=3 are blank: batches [0,1,2] find nothing, [3,4,5] and [6,7] do
+    let keys: Vec<&str> = pictures
+        .iter()
+        .filter(|a| a.kind == KIND_KEY_FRAME)
+        .map(|a| a.name.as_str())
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let best =
+        result.regions.iter().fold(
+            &result.regions[0],
+            |b, r| if r.score > b.score { r } else { b },
+        );
+    let last = pictures.last().unwrap();
+    assert_eq!(last.kind, KIND_RESULT);
+    assert_eq!(last.name.as_str(), format!("result-{}.jpg", best.frame));
+    let at = |p: fn(&Update) -> bool| updates.iter().position(p).unwrap();
+    assert!(
+        at(|u| matches!(u, Update::Artifact(a) if a.kind == KIND_RESULT))
+            < at(|u| matches!(u, Update::Completed(_)))
+    );
+    for picture in &pictures {
+        let image = image::load_from_memory_with_format(&picture.bytes, image::ImageFormat::Jpeg)
+            .unwrap_or_else(|e| panic!("{}: {e}", picture.name.as_str()));
+        // the 1280x720 video (decoded at the model's 960x544), 640 on its longest side
+        let (w, h) = (image.width(), image.height());
+        assert!(w == MAX_SIDE && h.abs_diff(360) <= 2, "{w}x{h}");
+        // the real frame: text on it, not a blank picture
+        let gray = image.to_luma8();
+        let dark = gray.pixels().filter(|p| p.0[0] < 100).count();
+        assert!(dark > 100, "{}: {dark} dark pixels", picture.name.as_str());
+    }
+    assert!(Update::Artifact((*last).clone()).to_event().is_none());
+}
+
 /// Every update, as a contract event, is accepted by the edge's own state machine.
 #[tokio::test(flavor = "multi_thread")]
 async fn updates_follow_the_contract() {
@@ -99,11 +147,12 @@ async fn updates_follow_the_contract() {
     }
     let events: Vec<Event> = updates
         .iter()
+        .filter_map(Update::to_event)
         .enumerate()
-        .map(|(i, u)| Event {
+        .map(|(i, kind)| Event {
             id: format!("e{i}"),
             ts: None,
-            kind: u.to_event(),
+            kind,
         })
         .collect();
     let mut analysis = Analysis::new(AnalysisId::parse("contract").unwrap());
@@ -133,7 +182,7 @@ async fn corrupt_inputs_fail_with_decode_failed() {
 async fn missing_input_is_input_not_found() {
     let (outcome, updates) = analyze("/nonexistent/clip.mp4", options(2.0, 2)).await;
     assert_eq!(outcome.unwrap_err().code(), "input_not_found");
-    let EventKind::Failed { error } = updates.last().unwrap().to_event() else {
+    let Some(EventKind::Failed { error }) = updates.last().unwrap().to_event() else {
         panic!("expected failed");
     };
     assert!(

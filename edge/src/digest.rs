@@ -1,15 +1,8 @@
 //! Hex strings: of random bits (ids the edge picks) and of digests.
 
-use std::fmt::Write;
-
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    base16ct::lower::encode_string(bytes)
 }
 
 /// 128 random bits as hex, from the runtime's `crypto.getRandomValues`.

@@ -3,8 +3,10 @@
 //! name, and what the node connects to for it, is its [`InputPolicy`]'s to say.
 
 mod address;
+mod file;
 mod guard;
 mod policy;
+mod upload;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,11 +14,12 @@ use std::sync::Arc;
 use reqwest::header::LOCATION;
 use reqwest::{StatusCode, Url};
 use tempfile::TempPath;
-use tokio::io::AsyncWriteExt;
 
+use file::Download;
 pub use policy::{DEFAULT_INPUT_TIMEOUT, DEFAULT_MAX_INPUT_BYTES, InputPolicy};
+pub use upload::Upload;
 
-use super::report::{Reporter, megabytes};
+use super::report::Reporter;
 use super::update::Stage;
 use crate::error::Error;
 
@@ -24,11 +27,13 @@ use crate::error::Error;
 pub const DOWNLOAD_PREFIX: &str = "stagecast-input-";
 
 /// What to analyse.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Source {
     /// A local file, read in place.
     Path(PathBuf),
     Url(Remote),
+    /// What was uploaded to the edge for a leased analysis.
+    Upload(Upload),
 }
 
 /// An http(s) URL and the policy it is fetched under.
@@ -80,6 +85,7 @@ impl std::fmt::Display for Source {
         match self {
             Self::Path(p) => p.display().fmt(f),
             Self::Url(r) => r.url.fmt(f),
+            Self::Upload(u) => u.fmt(f),
         }
     }
 }
@@ -109,20 +115,28 @@ pub(crate) async fn fetch(source: &Source, report: &mut Reporter) -> Result<Loca
             Ok(Local::InPlace(path.clone()))
         }
         Source::Url(remote) => {
-            let timeout = remote.policy.timeout;
-            match tokio::time::timeout(timeout, download(remote, report)).await {
-                Ok(downloaded) => downloaded.map(Local::Downloaded),
-                // dropping the download deleted what it had written
-                Err(_) => Err(Error::InputUnavailable {
-                    message: format!(
-                        "{}: not downloaded within {} s",
-                        remote.url,
-                        timeout.as_secs_f64()
-                    ),
-                    retryable: true,
-                }),
-            }
+            within(remote.policy.timeout, source, download(remote, report)).await
         }
+        Source::Upload(upload) => within(upload.timeout(), source, upload.fetch(report)).await,
+    }
+}
+
+/// `download`, within the policy's time cap.
+async fn within(
+    timeout: std::time::Duration,
+    source: &Source,
+    download: impl Future<Output = Result<TempPath, Error>>,
+) -> Result<Local, Error> {
+    match tokio::time::timeout(timeout, download).await {
+        Ok(downloaded) => downloaded.map(Local::Downloaded),
+        // dropping the download deleted what it had written
+        Err(_) => Err(Error::InputUnavailable {
+            message: format!(
+                "{source}: not downloaded within {} s",
+                timeout.as_secs_f64()
+            ),
+            retryable: true,
+        }),
     }
 }
 
@@ -160,50 +174,18 @@ async fn download(remote: &Remote, report: &mut Reporter) -> Result<TempPath, Er
             retryable,
         });
     }
-    let max = policy.max_bytes;
-    let too_large = |size: String| {
-        Error::InputTooLarge(format!(
-            "{url}: {size}, over this node's cap of {max} bytes"
-        ))
-    };
-    let total = response.content_length();
-    if let Some(total) = total.filter(|&t| t > max) {
-        return Err(too_large(format!("{total} bytes")));
-    }
-    let local = |e: std::io::Error| Error::Internal(format!("temporary file for {url}: {e}"));
-    // named, for whoever clears what a killed node left in the temporary folder
-    let (file, path) = tempfile::Builder::new()
-        .prefix(DOWNLOAD_PREFIX)
-        .tempfile()
-        .map_err(local)?
-        .into_parts();
-    let mut file = tokio::fs::File::from_std(file);
-    let mut done = 0u64;
-    let mut reported_percent = 0;
+    let mut download = Download::create(url.to_string(), policy.max_bytes)?;
+    download.expect(response.content_length())?;
     while let Some(chunk) = response.chunk().await.map_err(network)? {
-        done += chunk.len() as u64;
-        // `path` deletes the partial file on the way out
-        if done > max {
-            return Err(too_large(format!("more than {max} bytes")));
-        }
-        file.write_all(&chunk).await.map_err(local)?;
-        // one update per percent at most
-        let percent = total.map_or(0, |t| done * 100 / t.max(1));
-        if percent > reported_percent {
-            reported_percent = percent;
-            report.bytes(done, total);
-        }
+        download.write(&chunk, report).await?;
     }
-    file.flush().await.map_err(local)?;
-    if total.is_some_and(|t| t != done) {
+    if let Some(total) = download.total().filter(|&t| t != download.written()) {
         return Err(Error::InputUnavailable {
-            message: format!("{url}: got {done} of {total:?} bytes"),
+            message: format!("{url}: got {} of {total} bytes", download.written()),
             retryable: true,
         });
     }
-    let message = format!("downloaded {} MB", megabytes(done));
-    report.finish(Stage::Fetch, None, Some(message));
-    Ok(path)
+    Ok(download.finish(report).await?.0)
 }
 
 /// `e` and what caused it: reqwest's own message does not say why a connection failed.

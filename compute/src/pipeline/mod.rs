@@ -8,6 +8,7 @@ mod decode;
 mod drive;
 mod fetch;
 mod infer;
+mod keyframe;
 mod postprocess;
 pub mod preprocess;
 mod report;
@@ -25,12 +26,15 @@ use tokio_util::sync::CancellationToken;
 pub use drive::drive;
 pub use fetch::{
     DEFAULT_INPUT_TIMEOUT, DEFAULT_MAX_INPUT_BYTES, DOWNLOAD_PREFIX, InputPolicy, Remote, Source,
+    Upload,
 };
-pub use update::{Stage, StageUpdate, Update};
+pub use keyframe::{MAX_KEY_FRAMES, MAX_SIDE};
+pub use update::{Artifact, Stage, StageUpdate, Update};
 
 use crate::config::PipelineOptions;
 use crate::error::Error;
 use crate::model::Model;
+use keyframe::KeyFrames;
 use report::Reporter;
 use tally::Tally;
 
@@ -107,6 +111,7 @@ async fn analyze(
     tracing::debug!(?frame_size, ?input_size, ?expected, batch_size, "decoding");
 
     let mut tally = Tally::default();
+    let mut pictures = KeyFrames::default();
     loop {
         // milliseconds since the previous lap, for the debug log of each batch
         let mut clock = Instant::now();
@@ -132,9 +137,11 @@ async fn analyze(
 
         let spec = input.clone();
         let images: Vec<_> = batch.into_iter().map(|f| f.image).collect();
-        let tensor =
-            tokio::task::spawn_blocking(move || preprocess::batch(&images, &spec, input_size))
-                .await?;
+        // the frames come back for the batch's key frame
+        let (tensor, images) = tokio::task::spawn_blocking(move || {
+            (preprocess::batch(&images, &spec, input_size), images)
+        })
+        .await?;
         report.frames(Stage::Preprocess, done, expected);
         let preprocess_ms = lap();
 
@@ -168,6 +175,18 @@ async fn analyze(
         if !regions.is_empty() {
             report.partial(&regions);
         }
+        if let Some((frame, score)) = pictures.wanted(&regions)
+            && let Some(image) = images.into_iter().nth((frame - first) as usize)
+        {
+            match tokio::task::spawn_blocking(move || keyframe::jpeg(&image)).await? {
+                Ok(jpeg) => {
+                    if let Some(key) = pictures.take(frame, score, jpeg) {
+                        report.send(Update::Artifact(key));
+                    }
+                }
+                Err(e) => tracing::warn!(frame, "key frame not encoded: {e}"),
+            }
+        }
         tally.add(found);
         if cancel.is_cancelled() {
             return Ok(Outcome::Cancelled);
@@ -184,6 +203,9 @@ async fn analyze(
         Stage::Postprocess,
     ] {
         report.finish(stage, Some(total), None);
+    }
+    if let Some(picture) = pictures.result() {
+        report.send(Update::Artifact(picture));
     }
     Ok(Outcome::Completed(
         tally.finish(&manifest.decision, frame_size),

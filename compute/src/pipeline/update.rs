@@ -1,7 +1,9 @@
 //! What a running analysis tells its watchers: the CLI's progress bars and, through the
-//! reporter, the edge. Each update maps to one contract event ([`Update::to_event`]).
+//! reporter, the edge. Each update but an artifact maps to one contract event
+//! ([`Update::to_event`]).
 
 use stagecast_shared::event::{AnalysisResult, ErrorInfo, EventKind, Region, StageSpec};
+use stagecast_shared::media::ArtifactName;
 
 /// The pipeline's stages, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,6 +69,9 @@ pub enum Update {
     Progress(StageUpdate),
     /// Regions found in the latest batch (more may follow).
     Partial(Vec<Region>),
+    /// A picture of what was found, for the edge to store: not an event of the node's
+    /// (the edge announces it once stored).
+    Artifact(Artifact),
     /// Last, exactly one of these three.
     Completed(AnalysisResult),
     Failed(ErrorInfo),
@@ -78,9 +83,10 @@ impl Update {
         matches!(self, Self::Completed(_) | Self::Failed(_) | Self::Cancelled)
     }
 
-    /// The contract event this update publishes (without its `id` and `ts`).
-    pub fn to_event(&self) -> EventKind {
-        match self {
+    /// The contract event this update publishes (without its `id` and `ts`), if any.
+    pub fn to_event(&self) -> Option<EventKind> {
+        Some(match self {
+            Self::Artifact(_) => return None,
             Self::Started { model } => EventKind::Started {
                 stages: Stage::ALL
                     .iter()
@@ -110,6 +116,18 @@ impl Update {
                 error: error.clone(),
             },
             Self::Cancelled => EventKind::Cancelled { reason: None },
-        }
+        })
     }
+}
+
+/// A picture of the run for its viewers (2 and 15 of the contract), stored at the edge as
+/// it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Artifact {
+    pub name: ArtifactName,
+    /// `key_frame`, `result`, ...: what the picture is of.
+    pub kind: &'static str,
+    /// The frame it shows.
+    pub frame: u64,
+    pub bytes: Vec<u8>,
 }

@@ -1,12 +1,16 @@
-//! The node's HTTP client of the edge: signed publishes and a reachability probe.
+//! The node's HTTP client of the edge: signed publishes of events and artifacts, the
+//! fetch of an uploaded input, and a reachability probe.
 
 use std::time::Duration;
 
-use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, IF_RANGE, RANGE, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use stagecast_shared::api::{ErrorBody, PublishResponse};
 use stagecast_shared::ids::AnalysisId;
 use stagecast_shared::token::{Claims, MintError, Scope, SigningKey, mint};
+
+use crate::clock::now_s;
+use crate::pipeline::Artifact;
 
 /// Lifetime of the node tokens the client signs for itself.
 const TOKEN_TTL_S: i64 = 300;
@@ -166,36 +170,75 @@ impl EdgeClient {
             .send()
             .await
             .map_err(PublishError::Transport)?;
-        let status = response.status();
-        if status == StatusCode::OK {
+        if response.status() == StatusCode::OK {
             return response.json().await.map_err(PublishError::Transport);
         }
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok())
-            .map(Duration::from_secs);
-        let text = response.text().await.unwrap_or_default();
-        let (code, message, index) = match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(body) => (
-                serde_json::to_value(body.error.code)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-                body.error.message,
-                body.error.index,
-            ),
-            // not the contract's body: a proxy or a wrong URL
-            Err(_) => ("unexpected_response".to_owned(), clip(&text), None),
-        };
-        Err(PublishError::Refused {
-            status: status.as_u16(),
-            code,
-            message,
-            index,
-            retry_after,
-        })
+        Err(refusal(response).await)
+    }
+
+    /// `PUT /v1/analyses/{id}/artifacts/{name}` with `bytes`, under the lease's `attempt`
+    /// when the run has one; `frame` and `kind` say what it shows.
+    pub async fn put_artifact(
+        &self,
+        analysis: &AnalysisId,
+        token: &str,
+        artifact: &Artifact,
+        attempt: Option<u32>,
+    ) -> Result<(), PublishError> {
+        let mut url = self.url(&format!(
+            "v1/analyses/{analysis}/artifacts/{}",
+            artifact.name.as_str()
+        ));
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(attempt) = attempt {
+                query.append_pair("attempt", &attempt.to_string());
+            }
+            query
+                .append_pair("frame", &artifact.frame.to_string())
+                .append_pair("kind", artifact.kind);
+        }
+        let response = self
+            .http
+            .put(url)
+            .bearer_auth(token)
+            .header(CONTENT_TYPE, artifact.name.content_type())
+            .body(artifact.bytes.clone())
+            .send()
+            .await
+            .map_err(PublishError::Transport)?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        Err(refusal(response).await)
+    }
+
+    /// Starts `GET /v1/analyses/{id}/input` with a node token of its own; `resume` is the
+    /// byte to go on from and the ETag the bytes so far came with. `timeout` bounds the
+    /// whole transfer (an input is larger than a publish).
+    pub async fn input(
+        &self,
+        analysis: &AnalysisId,
+        resume: Option<(u64, &str)>,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, PublishError> {
+        let token = self.identity.token(
+            &[Scope::Publish],
+            &[analysis.as_str()],
+            now_s(),
+            TOKEN_TTL_S,
+        )?;
+        let mut request = self
+            .http
+            .get(self.url(&format!("v1/analyses/{analysis}/input")))
+            .bearer_auth(token)
+            .timeout(timeout);
+        if let Some((from, etag)) = resume {
+            request = request
+                .header(RANGE, format!("bytes={from}-"))
+                .header(IF_RANGE, etag);
+        }
+        request.send().await.map_err(PublishError::Transport)
     }
 
     /// Whether the edge answers `GET /healthz`.
@@ -206,6 +249,37 @@ impl EdgeClient {
             .send()
             .await
             .is_ok_and(|r| r.status().is_success())
+    }
+}
+
+/// The contract's error body of a refusal (or what a proxy answered instead).
+pub(crate) async fn refusal(response: reqwest::Response) -> PublishError {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .map(Duration::from_secs);
+    let text = response.text().await.unwrap_or_default();
+    let (code, message, index) = match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(body) => (
+            serde_json::to_value(body.error.code)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            body.error.message,
+            body.error.index,
+        ),
+        // not the contract's body: a proxy or a wrong URL
+        Err(_) => ("unexpected_response".to_owned(), clip(&text), None),
+    };
+    PublishError::Refused {
+        status: status.as_u16(),
+        code,
+        message,
+        index,
+        retry_after,
     }
 }
 

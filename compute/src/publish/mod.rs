@@ -11,7 +11,10 @@
 //! every batch carries it, and once its [`Fence`] fires (the pool revoked the lease, or
 //! the edge answered `stale_attempt`) the run is cancelled and its unsent events are
 //! dropped and counted, never retried.
+//!
+//! Artifacts go beside the events, best effort ([`artifacts`]).
 
+pub mod artifacts;
 pub mod client;
 pub mod coalesce;
 mod fence;
@@ -30,6 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+pub use artifacts::Uploads;
 pub use client::{EdgeClient, EdgeClientError, NodeIdentity, PublishError};
 pub use coalesce::Coalescer;
 pub use fence::{Fence, StaleReason};
@@ -82,6 +86,11 @@ pub type QueueDepth = Arc<dyn Fn() -> u64 + Send + Sync>;
 pub struct Publication {
     events: UnboundedSender<EventKind>,
     task: JoinHandle<Result<Delivered, OutboxError>>,
+    /// Whom artifacts go to, and under which attempt and fence.
+    edge: Arc<EdgeClient>,
+    analysis: AnalysisId,
+    attempt: Option<u32>,
+    fence: Fence,
 }
 
 impl Publication {
@@ -129,10 +138,11 @@ impl Publication {
     ) -> Result<Self, OutboxError> {
         let queue = outbox.open(&run.analysis)?;
         let (events, rx) = unbounded_channel();
+        let (analysis, attempt, fence) = (run.analysis.clone(), run.attempt, run.fence.clone());
         let span = tracing::info_span!("publish", analysis = %run.analysis, attempt = run.attempt);
         let task = tokio::spawn(
             Sender {
-                edge,
+                edge: edge.clone(),
                 analysis: run.analysis,
                 attempt: run.attempt,
                 fence: run.fence,
@@ -153,7 +163,14 @@ impl Publication {
             .run(rx)
             .instrument(span),
         );
-        Ok(Self { events, task })
+        Ok(Self {
+            events,
+            task,
+            edge,
+            analysis,
+            attempt,
+            fence,
+        })
     }
 
     /// Sends what an earlier run of this node left in `analysis`' outbox. A run that
@@ -187,6 +204,16 @@ impl Publication {
     /// Queues one event (coalesced if it is progress). Never blocks.
     pub fn send(&self, kind: EventKind) {
         let _ = self.events.send(kind);
+    }
+
+    /// Starts sending this run's artifacts, under its attempt and fence.
+    pub fn artifact_uploads(&self) -> Uploads {
+        Uploads::start(
+            self.edge.clone(),
+            self.analysis.clone(),
+            self.attempt,
+            self.fence.clone(),
+        )
     }
 
     /// Stops publishing now; what is unsent stays in the outbox for the next start.

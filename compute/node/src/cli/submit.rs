@@ -211,7 +211,8 @@ async fn upload(
     let response = refused("the upload", response).await?;
     bar.finish_and_clear();
     let receipt: UploadReceipt = response.json().await.context("the upload's answer")?;
-    let ours = hex(&hashing.lock().expect("hasher lock").clone().finalize());
+    let ours =
+        base16ct::lower::encode_string(&hashing.lock().expect("hasher lock").clone().finalize());
     if receipt.sha256 != ours {
         bail!(
             "the edge stored other bytes than {} (sha256 {} against {ours}); submit again",
@@ -265,9 +266,5 @@ fn content_type(path: &Path, given: Option<&str>) -> anyhow::Result<String> {
 
 fn random_id() -> String {
     let bytes: [u8; 16] = std::array::from_fn(|_| fastrand::u8(..));
-    hex(&bytes)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    base16ct::lower::encode_string(&bytes)
 }
