@@ -1,12 +1,17 @@
 // Drives the Stagecast pages in Debian's headless Chromium for the Rust browser tests
 // (tests/dashboard.rs, tests/pool_page.rs). Argument: JSON {url, screenshot, timeout_ms, view?,
-// audit?, open_id?, cancel_at_stage?, settle_ms?, pool?, from_index?, until_problem?}. Prints
-// one JSON object per line, last {"type":"final", ...} with everything the tests check (and
-// `sockets`: the path of every WebSocket the page opened).
+// audit?, open_id?, cancel_at_stage?, settle_ms?, clicks?, missing?, pool?, from_index?,
+// until_problem?}. Prints one JSON object per line, last {"type":"final", ...} with everything
+// the tests check (and `sockets`: the path of every WebSocket the page opened).
 //
 // view "dashboard" (the default): {"type":"opened"}, {"type":"status", ...} on every change
 // of what the page shows, {"type":"clicked_cancel"}, {"type":"audit", at, violations} the
 // first time the page shows each status listed in `audit` once connected, then the final line.
+// Once the analysis ended it takes the screenshot, then presses each of `clicks` in turn
+// ({thumbnail: "frame 3"}: that key frame's button, clicked; {finding: i}: the i-th finding's,
+// with the keyboard), reports what the frame view shows then as {"type":"clicked", ...} and in
+// the final line's `clicked_frames`, and audits each click's `audit` moment. `missing`:
+// artifact names answered 404, as the edge does once retention deleted them.
 // view "tenant": the tenant view opened with a token; audits "grants" once the token's grants
 // show, submits the form without an id, audits "form_error" and takes the screenshot, then
 // submits `open_id` and reports the address it went to.
@@ -59,8 +64,35 @@ async function dashboard(page, audits) {
       cancel_shown: $("cancel").checkVisibility(),
       problem: $("problem").hidden ? null : $("problem-text").textContent,
       stalled: !$("stalled").hidden,
+      frame: $("frames").hidden ? null : (() => {
+        const img = $("frame-box").querySelector("img");
+        return {
+          image: img?.getAttribute("src") ?? null,
+          alt: img?.alt ?? null,
+          loaded: img ? img.complete && img.naturalWidth > 0 : false,
+          drawn: document.querySelectorAll("#result-frame rect").length,
+          viewbox: $("result-frame").getAttribute("viewBox"),
+          caption: $("frame-caption").textContent,
+          note: $("frame-note").hidden ? null : $("frame-note").textContent,
+        };
+      })(),
+      strip: [...document.querySelectorAll("#key-frames button")].map((b) => {
+        const img = b.querySelector("img");
+        return {
+          alt: img?.alt ?? null,
+          text: b.textContent,
+          pressed: b.getAttribute("aria-pressed") === "true",
+          loaded: img ? img.complete && img.naturalWidth > 0 : false,
+        };
+      }),
     };
   });
+  // what the frame view shows once its picture loaded or failed
+  const settled = () => page.waitForFunction(
+    () => document.getElementById("frame-box").querySelector("img")?.complete ?? true,
+    null,
+    { timeout: 10000 },
+  );
 
   const deadline = Date.now() + (options.timeout_ms ?? 120000);
   const terminal = new Set(["completed", "failed", "cancelled"]);
@@ -71,7 +103,8 @@ async function dashboard(page, audits) {
   let view;
   for (;;) {
     view = await read();
-    const key = JSON.stringify([view.status, view.connection, view.overall, view.problem, view.cancel_shown]);
+    const key = JSON.stringify([view.status, view.connection, view.overall, view.problem, view.cancel_shown,
+      view.frame, view.strip]);
     if (key !== last) {
       last = key;
       say({ type: "status", ...view });
@@ -97,6 +130,7 @@ async function dashboard(page, audits) {
   }
   // anything arriving late (a repeat after a reconnect) would show up now
   await new Promise((r) => setTimeout(r, options.settle_ms ?? 1000));
+  await settled();
   view = await read();
   const final = await page.evaluate(() => {
     const $ = (id) => document.getElementById(id);
@@ -128,7 +162,21 @@ async function dashboard(page, audits) {
     };
   });
   await page.screenshot({ path: options.screenshot, fullPage: true });
-  return { ...view, ...final, seen, clicked, timed_out: Date.now() > deadline };
+  const clickedFrames = [];
+  for (const click of options.clicks ?? []) {
+    if (click.thumbnail) {
+      await page.locator("#key-frames").getByRole("button", { name: click.thumbnail, exact: true }).click();
+    } else {
+      await page.locator("#partials button").nth(click.finding).focus();
+      await page.keyboard.press("Enter");
+    }
+    await settled();
+    const shown = await read();
+    clickedFrames.push({ ...click, frame: shown.frame, strip: shown.strip });
+    say({ type: "clicked", ...clickedFrames.at(-1) });
+    if (click.audit) audits[click.audit] = await audit(page);
+  }
+  return { ...view, ...final, seen, clicked, clicked_frames: clickedFrames, timed_out: Date.now() > deadline };
 }
 
 async function tenant(page, audits) {
@@ -254,6 +302,13 @@ const browser = await chromium.launch({
 try {
   // UTC and en-GB make the page's times ("14:03:05") something the tests can compute
   const page = await browser.newPage({ viewport: { width: 390, height: 900 }, locale: "en-GB", timezoneId: "UTC" });
+  const missing = new Set(options.missing ?? []);
+  if (missing.size) {
+    await page.route(
+      (url) => missing.has(decodeURIComponent(url.pathname.split("/artifacts/")[1] ?? "")),
+      (route) => route.fulfill({ status: 404, contentType: "application/json", body: '{"error":{"code":"not_found"}}' }),
+    );
+  }
   const consoleErrors = [];
   page.on("console", (m) => m.type() === "error" && consoleErrors.push(m.text()));
   page.on("pageerror", (e) => consoleErrors.push(String(e)));

@@ -6,9 +6,12 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use image::codecs::jpeg::JpegEncoder;
+use image::{Rgb, RgbImage};
 use serde_json::{Value, json};
 use stagecast_e2e::browser::{Page, assert_accessible, assert_no_console_errors};
 use stagecast_e2e::client::{now_s, publish};
+use stagecast_e2e::uploads::put_artifact;
 use stagecast_e2e::{Edge, Tokens, ready_node, shared_edge};
 use stagecast_fixtures::{HEIGHT, WIDTH, fixtures, path};
 use stagecast_shared::token::{Claims, Scope, mint};
@@ -203,6 +206,15 @@ async fn the_page_reconnects_after_the_edge_restarts_and_shows_every_event_once(
             .contains(&json!("reconnecting"))
     );
     assert_every_event_once(&last);
+    // a replayed artifact event adds no second thumbnail
+    let thumbnails: Vec<&str> = last["strip"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["alt"].as_str().unwrap())
+        .collect();
+    let distinct: HashSet<&&str> = thumbnails.iter().collect();
+    assert_eq!(distinct.len(), thumbnails.len(), "{thumbnails:?}");
     // the browser logs each refused attempt while the edge is down
     assert_no_console_errors(&last, &["ERR_CONNECTION_REFUSED"]);
 }
@@ -362,8 +374,263 @@ async fn a_failed_analysis_opened_later_shows_each_line_at_its_events_time() {
         last["findings_scroll"], true,
         "axe judged a list that scrolls"
     );
+    // no artifacts: no frame view, no picture, no strip
+    assert_eq!(last["frame"], Value::Null, "{last}");
+    assert_eq!(last["strip"], json!([]), "{last}");
     assert_accessible(&last, &["failed"]);
     assert_no_console_errors(&last, &[]);
+}
+
+/// The frames in the artifact tests: 1280×720, pictured at half size as the node shrinks
+/// them (longest side 640).
+const FRAME: (u32, u32) = (1280, 720);
+
+fn region(frame: u64, (x, y, w, h): (f64, f64, f64, f64), score: f64) -> Value {
+    json!({"frame": frame, "x": x, "y": y, "w": w, "h": h, "score": score, "label": "text"})
+}
+
+/// A real JPEG of a frame: dark, with a block of `colour` under each of `regions` (their
+/// boxes in the frame's pixels), at half the frame's size.
+fn picture(regions: &[Value], colour: [u8; 3]) -> Vec<u8> {
+    let mut image = RgbImage::from_pixel(FRAME.0 / 2, FRAME.1 / 2, Rgb([40, 44, 52]));
+    for r in regions {
+        let half = |k: &str| (r[k].as_f64().unwrap() / 2.0) as u32;
+        for x in half("x")..half("x") + half("w") {
+            for y in half("y")..half("y") + half("h") {
+                image.put_pixel(x, y, Rgb(colour));
+            }
+        }
+    }
+    let mut bytes = Vec::new();
+    image
+        .write_with_encoder(JpegEncoder::new_with_quality(&mut bytes, 85))
+        .unwrap();
+    bytes
+}
+
+/// Publishes `events` to `id` as its node.
+async fn publish_ok(edge: &Edge, id: &str, events: &[Value]) {
+    let (status, body) = publish(&edge.base_url(), id, &Tokens::node(id), events).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Stores `jpeg` as the artifact `name` (`query`: its frame and kind), as the node.
+async fn put_picture(edge: &Edge, id: &str, name: &str, query: &str, jpeg: Vec<u8>) {
+    let node = Tokens::node(id);
+    let put = put_artifact(&edge.base_url(), id, name, query, &node, "image/jpeg", jpeg).await;
+    assert_eq!(put.status, 201, "{}", String::from_utf8_lossy(&put.body));
+}
+
+/// What a node does for a batch that found `regions` (all on one frame): publishes them
+/// and, given a `colour`, leaves that frame's picture as its key frame.
+async fn found(edge: &Edge, id: &str, regions: &[Value], colour: Option<[u8; 3]>) {
+    let frame = regions[0]["frame"].as_u64().unwrap();
+    let event =
+        json!({"id": format!("found-{frame}"), "type": "partial_result", "regions": regions});
+    publish_ok(edge, id, &[event]).await;
+    if let Some(colour) = colour {
+        let (name, query) = (
+            format!("key-{frame}.jpg"),
+            format!("frame={frame}&kind=key_frame"),
+        );
+        put_picture(edge, id, &name, &query, picture(regions, colour)).await;
+    }
+}
+
+/// The address the page loads artifact `name` from with the viewer's `token` (a JWT is all
+/// URL-safe characters: encoding leaves it as it is).
+fn artifact_href(id: &str, name: &str, token: &str) -> String {
+    format!("/v1/analyses/{id}/artifacts/{name}?token={token}")
+}
+
+#[tokio::test]
+async fn the_page_shows_key_frames_and_the_result_frame_under_the_boxes() {
+    let edge = shared_edge().await;
+    let id = "page-frames";
+    let started = json!({"id": "k-start", "type": "started", "total_frames": 12,
+        "stages": [{"name": "infer", "weight": 1.0}]});
+    publish_ok(edge, id, &[started]).await;
+    let viewer = Tokens::viewer(id);
+    let mut page = open(
+        &dashboard_url(edge, id, &viewer),
+        "dashboard-frames",
+        json!({"audit": ["completed"], "clicks": [
+            {"thumbnail": "frame 3", "audit": "key_frame"},
+            {"finding": 2, "audit": "no_picture"},
+        ]}),
+    )
+    .await;
+    page.until("status", "running", |l| {
+        l["connection"] == "open" && l["status"] == "running"
+    })
+    .await;
+
+    let on_3 = [
+        region(3, (200.0, 120.0, 320.0, 200.0), 0.8),
+        region(3, (760.0, 400.0, 240.0, 160.0), 0.6),
+    ];
+    let on_9 = [region(9, (640.0, 360.0, 400.0, 240.0), 0.93)];
+    found(edge, id, &on_3, Some([30, 160, 220])).await;
+    found(edge, id, &on_9, Some([230, 190, 40])).await;
+    // a finding the node left no picture of
+    let on_5 = [region(5, (100.0, 100.0, 200.0, 100.0), 0.5)];
+    found(edge, id, &on_5, None).await;
+
+    // while it runs: the latest key frame, under its partial result's regions
+    let live = page
+        .until("status", "the latest key frame loaded", |l| {
+            let strip = l["strip"].as_array().unwrap();
+            l["frame"]["loaded"] == true
+                && strip.len() == 2
+                && strip.iter().all(|t| t["loaded"] == true)
+        })
+        .await;
+    let frame = &live["frame"];
+    assert_eq!(
+        frame["image"],
+        artifact_href(id, "key-9.jpg", &viewer),
+        "{live}"
+    );
+    assert_eq!(frame["drawn"], 1, "{live}");
+    assert_eq!(frame["note"], Value::Null, "{live}");
+    assert_eq!(
+        live["strip"],
+        json!([
+            {"alt": "frame 3", "text": "3", "pressed": false, "loaded": true},
+            {"alt": "frame 9", "text": "9", "pressed": true, "loaded": true},
+        ]),
+        "{live}"
+    );
+
+    let mut final_regions = on_9.to_vec();
+    final_regions.push(region(9, (100.0, 500.0, 300.0, 120.0), 0.7));
+    final_regions.extend([on_3[0].clone(), on_5[0].clone()]);
+    let result_picture = picture(&final_regions[..2], [40, 170, 150]);
+    put_picture(
+        edge,
+        id,
+        "result-9.jpg",
+        "frame=9&kind=result",
+        result_picture,
+    )
+    .await;
+    let completed = json!({"id": "k-done", "type": "completed", "result": {
+        "score": 0.93, "flagged": true, "frames_processed": 12, "total_frames": 12,
+        "regions": final_regions, "validation_required": false,
+        "frame_width": FRAME.0, "frame_height": FRAME.1}});
+    publish_ok(edge, id, &[completed]).await;
+    let last = page.ended().await;
+
+    assert_eq!(last["status"], "completed", "{last}");
+    // the result's picture under the result's regions of its frame, to the frame's full size
+    let frame = &last["frame"];
+    assert_eq!(
+        frame["image"],
+        artifact_href(id, "result-9.jpg", &viewer),
+        "{last}"
+    );
+    assert_eq!(frame["loaded"], true, "{last}");
+    assert_eq!(frame["drawn"], 2, "{last}");
+    assert_eq!(frame["viewbox"], format!("0 0 {} {}", FRAME.0, FRAME.1));
+    assert_eq!(frame["note"], Value::Null, "{last}");
+    let pressed: Vec<&Value> = last["strip"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["pressed"])
+        .collect();
+    assert_eq!(pressed, [false, true], "{last}");
+    assert_eq!(last["result"]["rows"], 4, "{last}");
+
+    let [key_3, no_picture] = last["clicked_frames"].as_array().unwrap().as_slice() else {
+        panic!("two clicks: {last}");
+    };
+    // a thumbnail shows its frame, under the result's regions of that frame
+    assert_eq!(
+        key_3["frame"]["image"],
+        artifact_href(id, "key-3.jpg", &viewer),
+        "{key_3}"
+    );
+    assert_eq!(key_3["frame"]["loaded"], true, "{key_3}");
+    assert_eq!(key_3["frame"]["drawn"], 1, "{key_3}");
+    assert_eq!(
+        key_3["strip"].as_array().unwrap()[0]["pressed"],
+        true,
+        "{key_3}"
+    );
+    // a finding (pressed with the keyboard) of a frame without a picture says so, and still
+    // draws its region
+    assert_eq!(no_picture["frame"]["image"], Value::Null, "{no_picture}");
+    assert_eq!(
+        no_picture["frame"]["note"], "No picture of frame 5.",
+        "{no_picture}"
+    );
+    assert_eq!(no_picture["frame"]["drawn"], 1, "{no_picture}");
+    assert!(
+        no_picture["strip"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["pressed"] == false),
+        "{no_picture}"
+    );
+    assert_every_event_once(&last);
+    assert_accessible(&last, &["completed", "key_frame", "no_picture"]);
+    assert_no_console_errors(&last, &[]);
+}
+
+#[tokio::test]
+async fn a_picture_that_is_gone_leaves_a_note_and_the_boxes() {
+    let edge = shared_edge().await;
+    let id = "page-gone";
+    let on_4 = [region(4, (300.0, 200.0, 400.0, 200.0), 0.9)];
+    let started = json!({"id": "g-start", "type": "started",
+        "stages": [{"name": "infer", "weight": 1.0}]});
+    publish_ok(edge, id, &[started]).await;
+    found(edge, id, &on_4, Some([30, 160, 220])).await;
+    let result_picture = picture(&on_4, [40, 170, 150]);
+    put_picture(
+        edge,
+        id,
+        "result-4.jpg",
+        "frame=4&kind=result",
+        result_picture,
+    )
+    .await;
+    let completed = json!({"id": "g-done", "type": "completed", "result": {
+        "score": 0.9, "flagged": true, "frames_processed": 8, "total_frames": 8,
+        "regions": on_4, "validation_required": false,
+        "frame_width": FRAME.0, "frame_height": FRAME.1}});
+    publish_ok(edge, id, &[completed]).await;
+    // opened later, once retention deleted the pictures (the driver answers them 404)
+    let page = open(
+        &dashboard_url(edge, id, &Tokens::viewer(id)),
+        "dashboard-picture-gone",
+        json!({"audit": ["completed"], "missing": ["key-4.jpg", "result-4.jpg"]}),
+    )
+    .await;
+    let last = page.ended().await;
+
+    assert_eq!(last["status"], "completed", "{last}");
+    let frame = &last["frame"];
+    assert_eq!(frame["image"], Value::Null, "{last}");
+    assert!(
+        frame["note"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("The picture of frame 4 could not be loaded"),
+        "{last}"
+    );
+    assert_eq!(frame["drawn"], 1, "{last}");
+    // the thumbnail says which frame it was instead of a broken image
+    assert_eq!(
+        last["strip"],
+        json!([{"alt": null, "text": "frame 4", "pressed": true, "loaded": false}]),
+        "{last}"
+    );
+    assert_accessible(&last, &["completed"]);
+    // Chromium logs each failed load; the page itself throws nothing
+    assert_no_console_errors(&last, &["status of 404"]);
 }
 
 #[tokio::test]

@@ -14,6 +14,17 @@ const CLOSE_HELP = {
 
 let etaDeadline = null;
 let toasted = new Set();
+let artifactUrl = null; // set by main(), which knows the analysis and the token
+
+// The frame view (drawFrame): the pictures of frames the node left (its `artifact` events),
+// the partial results' regions by frame, the result, and the frame a person picked in the
+// strip or the findings (null: follow the run, then show the result's frame).
+const pictures = new Map();
+const gone = new Set();
+const partialRegions = new Map();
+let latestKey = null;
+let result = null;
+let picked = null;
 
 function fmtTime(ts) {
   return ts ? new Date(ts).toLocaleTimeString() : "—";
@@ -53,13 +64,22 @@ function toastOnce(key, text, kind) {
 // Stamped with the edge's time of the event (`stored.ts`), not the node's `event.ts`: it
 // is never earlier than the previous event's, and edge events have no other. A replayed
 // history shows when things happened, not when the page loaded.
-function logLine(list, stored, text) {
+// With `onClick` the line is a button (a finding shows its frame).
+function logLine(list, stored, text, onClick) {
   const li = document.createElement("li");
   li.dataset.seq = String(stored.seq);
   const time = document.createElement("time");
   time.dateTime = new Date(stored.ts).toISOString();
   time.textContent = fmtTime(stored.ts);
-  li.append(time, ` ${text}`);
+  let line = li;
+  if (onClick) {
+    line = document.createElement("button");
+    line.type = "button";
+    line.className = "line";
+    line.addEventListener("click", onClick);
+    li.append(line);
+  }
+  line.append(time, ` ${text}`);
   list.append(li);
   list.scrollTop = list.scrollHeight;
 }
@@ -133,7 +153,8 @@ function render(snapshot) {
   if (snapshot.result?.validation_required) toastOnce("review", "Validation required: a person should check this result", "bad");
 }
 
-function renderResult(result) {
+function renderResult(shown) {
+  result = shown;
   $("result").hidden = false;
   $("result-flag").textContent = result.flagged ? "Flagged" : "Not flagged";
   $("result-flag").dataset.flagged = String(result.flagged);
@@ -152,25 +173,82 @@ function renderResult(result) {
     }
     body.append(tr);
   }
-  drawFrame(result);
+  drawFrame();
 }
 
-// The regions of the frame holding the best one, on a box of the frame's size.
-function drawFrame(result) {
+// The best of `regions` (the first of equals, as the node picks its key frames); null if none.
+function bestRegion(regions) {
+  return regions.reduce((a, b) => (a && a.score >= b.score ? a : b), null);
+}
+
+// The frame's size in pixels: the result says it. Before that, the picture's own: the node
+// shrinks only frames over 640 px, and then at least enough to hold the regions; without
+// a picture, the regions' extent.
+function frameSize(regions, img) {
+  if (result?.frame_width && result?.frame_height) return [result.frame_width, result.frame_height];
+  const px = regions.filter((r) => r.units !== "normalized");
+  if (img?.naturalWidth) {
+    const [w, h] = [img.naturalWidth, img.naturalHeight];
+    const scale = Math.max(1, ...px.map((r) => Math.max((r.x + r.w) / w, (r.y + r.h) / h)));
+    return [Math.round(w * scale), Math.round(h * scale)];
+  }
+  return [Math.max(...px.map((r) => r.x + r.w), 1), Math.max(...px.map((r) => r.y + r.h), 1)];
+}
+
+// The picture `name` of `frame` under the regions (none: null), kept while it stays the
+// same so it does not load again. One that fails (deleted by retention) is not asked again.
+function showPicture(frame, name) {
+  const box = $("frame-box");
+  let img = box.querySelector("img");
+  if (img && img.dataset.name === name) return img;
+  img?.remove();
+  if (!name) return null;
+  img = document.createElement("img");
+  img.dataset.name = name;
+  img.alt = `picture of frame ${frame}`;
+  // until the result tells the frame's size, the picture's own stands in for it
+  img.addEventListener("load", drawFrame);
+  img.addEventListener("error", () => {
+    gone.add(name);
+    drawFrame();
+  });
+  img.src = artifactUrl(name);
+  box.prepend(img);
+  return img;
+}
+
+// The frame picked, else the result's best frame, else the latest key frame: its picture
+// under its regions (the result's once there is one: they replace the partial results').
+function drawFrame() {
+  const best = result && bestRegion(result.regions);
+  const frame = picked ?? (result ? best?.frame : latestKey) ?? null;
+  $("frames").hidden = frame === null && !result;
+  const name = pictures.get(frame);
+  const img = showPicture(frame, gone.has(name) ? null : name);
+  const note = $("frame-note");
+  note.hidden = frame === null || img !== null;
+  note.textContent = gone.has(name) ? `The picture of frame ${frame} could not be loaded: it may have been deleted.` : `No picture of frame ${frame}.`;
+  const follow = $("frame-follow");
+  follow.hidden = picked === null;
+  follow.textContent = result ? "Show the result's frame" : "Follow the latest key frame";
+  for (const button of $("key-frames").querySelectorAll("button")) {
+    button.setAttribute("aria-pressed", String(Number(button.dataset.frame) === frame));
+  }
   const svg = $("result-frame");
   svg.replaceChildren();
-  if (!result.regions.length) {
+  if (frame === null) {
     svg.setAttribute("aria-label", "No regions found");
+    $("frame-caption").textContent = "No regions found.";
     return;
   }
-  const best = result.regions.reduce((a, b) => (b.score > a.score ? b : a));
-  const regions = result.regions.filter((r) => r.frame === best.frame);
-  const px = (r) => r.units !== "normalized";
-  const width = result.frame_width ?? Math.max(...regions.filter(px).map((r) => r.x + r.w), 1);
-  const height = result.frame_height ?? Math.max(...regions.filter(px).map((r) => r.y + r.h), 1);
+  const regions = result ? result.regions.filter((r) => r.frame === frame) : partialRegions.get(frame) ?? [];
+  const [width, height] = frameSize(regions, img);
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-  svg.setAttribute("aria-label", `${regions.length} regions drawn on frame ${best.frame} (${width}×${height})`);
+  svg.setAttribute("aria-label", `${regions.length} regions drawn on frame ${frame} (${width}×${height})`);
+  const what = picked !== null ? "" : result ? ", where the best finding is" : ", the latest key frame";
+  $("frame-caption").textContent = `Frame ${frame}${what}: ${regions.length} region${regions.length === 1 ? "" : "s"}.`;
   const ns = "http://www.w3.org/2000/svg";
+  const px = (r) => r.units !== "normalized";
   for (const r of regions) {
     const [sx, sy] = px(r) ? [1, 1] : [width, height];
     const rect = document.createElementNS(ns, "rect");
@@ -184,6 +262,45 @@ function drawFrame(result) {
     rect.append(title);
     svg.append(rect);
   }
+}
+
+function pick(frame) {
+  picked = frame;
+  drawFrame();
+}
+
+// A thumbnail in the strip for each key frame (the client delivers each event once, replays
+// after a reconnect included, so each arrives once).
+function addKeyFrame(frame, name) {
+  const li = document.createElement("li");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "thumb";
+  button.dataset.frame = String(frame);
+  const img = document.createElement("img");
+  img.alt = `frame ${frame}`;
+  img.src = artifactUrl(name);
+  img.addEventListener("error", () => button.replaceChildren(img.alt));
+  const number = document.createElement("span");
+  number.setAttribute("aria-hidden", "true");
+  number.textContent = String(frame);
+  button.append(img, number);
+  button.addEventListener("click", () => pick(frame));
+  li.append(button);
+  $("key-frames").append(li);
+  $("key-frames").hidden = false;
+  $("key-frames-title").hidden = false;
+}
+
+// Only pictures of frames: a node may leave other kinds (masks, reports) under its own words.
+function onArtifact(e) {
+  if (e.frame == null || !["key_frame", "result"].includes(e.kind)) return;
+  pictures.set(e.frame, e.name);
+  if (e.kind === "key_frame") {
+    latestKey = e.frame;
+    addKeyFrame(e.frame, e.name);
+  }
+  drawFrame();
 }
 
 function renderFailure(error) {
@@ -206,10 +323,22 @@ function onEvent(stored) {
       break;
     case "partial_result": {
       const frames = [...new Set(e.regions.map((r) => r.frame))];
-      const best = Math.max(...e.regions.map((r) => r.score));
-      logLine($("partials"), stored, `${e.regions.length} regions in frame${frames.length > 1 ? "s" : ""} ${frames.join(", ")} (best ${best.toFixed(2)})`);
+      for (const r of e.regions) {
+        if (!partialRegions.has(r.frame)) partialRegions.set(r.frame, []);
+        partialRegions.get(r.frame).push(r);
+      }
+      // the line shows the frame the node pictures for this batch: its best region's
+      const top = bestRegion(e.regions);
+      const count = `${e.regions.length} region${e.regions.length === 1 ? "" : "s"}`;
+      const where = `in frame${frames.length > 1 ? "s" : ""} ${frames.join(", ")}`;
+      const text = top ? `${count} ${where} (best ${top.score.toFixed(2)})` : "no regions";
+      logLine($("partials"), stored, text, top && (() => pick(top.frame)));
+      drawFrame();
       break;
     }
+    case "artifact":
+      onArtifact(e);
+      break;
     case "started":
       logLine($("messages"), stored, `started${e.model ? ` with ${e.model}` : ""}${e.node ? ` on ${e.node}` : ""}`);
       break;
@@ -249,6 +378,13 @@ function main() {
     $("connection").textContent = "not connected";
     return;
   }
+  // the token rides in the query: an <img> sends no Authorization header
+  artifactUrl = (name) => `/v1/analyses/${encodeURIComponent(id)}/artifacts/${encodeURIComponent(name)}?token=${encodeURIComponent(token)}`;
+  $("frame-follow").addEventListener("click", () => {
+    pick(null);
+    // the button hides itself: keep keyboard focus in the frame view, not at the page top
+    $("frames-title").focus();
+  });
   const client = new AnalysisClient({ analysisId: id, token });
   const labels = { connecting: "connecting…", open: "live", reconnecting: "reconnecting…", closed: "disconnected" };
   client.addEventListener("state", (e) => {
