@@ -106,6 +106,10 @@ pub fn describe_metrics() {
         "Events of leased runs dropped unsent because their attempt was no longer current"
     );
     describe_counter!(
+        "stagecast_artifacts_total",
+        "Artifacts (key frames, result frames) by outcome: stored, refused, failed, dropped"
+    );
+    describe_counter!(
         "stagecast_pool_revoked_runs_total",
         "Leased runs stopped because their attempt was no longer current, by reason \
          (revoked, stale_attempt, released, link_lost)"

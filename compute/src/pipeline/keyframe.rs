@@ -90,19 +90,7 @@ fn artifact(kind: &'static str, prefix: &str, frame: u64, bytes: Vec<u8>) -> Art
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn region(frame: u64, score: f64) -> Region {
-        Region {
-            frame,
-            x: 0.0,
-            y: 0.0,
-            w: 1.0,
-            h: 1.0,
-            units: None,
-            score,
-            label: None,
-        }
-    }
+    use crate::pipeline::tally::tests::region;
 
     #[test]
     fn pictures_are_jpegs_at_most_640_on_their_longest_side() {

@@ -58,11 +58,12 @@ impl Tally {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use stagecast_shared::event::Units;
 
-    fn region(frame: u64, score: f64) -> Region {
+    /// A region of `frame` scoring `score`, for the pipeline's tests.
+    pub(in crate::pipeline) fn region(frame: u64, score: f64) -> Region {
         Region {
             frame,
             x: 0.0,
