@@ -93,9 +93,10 @@ setup_models() {
   pypi_extract "rapidocr-onnxruntime==1.4.4" "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx" "$det"
 }
 
-# 6. Media decoding and the browser for the page's tests.
+# 6. Media decoding, the browser for the pages' tests, and promtool.
 setup_debian_tools() {
-  apt_install ffmpeg chromium chromium-driver fonts-dejavu-core
+  # prometheus: its promtool checks the node's /metrics
+  apt_install ffmpeg chromium chromium-driver fonts-dejavu-core prometheus
 }
 
 mkdir -p "$CACHE"
