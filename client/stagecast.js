@@ -13,13 +13,17 @@
 //   since       where the first connection replays from: 0 (default) = the whole history,
 //               null = no replay (the snapshot stands for the past); later ones resume from
 //               lastSeq
-//   WebSocket, clock { now, setTimeout, clearTimeout }, random: injectable for tests
+//   transport   'auto' (default): WebSockets, switching to Server-Sent Events after
+//               SSE_AFTER_FAILURES WebSockets in a row failed before their hello, and back
+//               to WebSockets WEBSOCKET_AGAIN_MS later; 'websocket' or 'sse': that one only
+//   WebSocket, EventSource, fetch, clock { now, setTimeout, clearTimeout }, random:
+//               injectable for tests
 //
 // Methods: connect(), close(), cancel(), requestSnapshot(). Commands wait in a queue while
 // the client is not open and go out once, after the next hello.
 // Properties: snapshot (the current state, or null before the first hello), lastSeq (the
 // seq of the latest event delivered), state ('connecting' | 'open' | 'reconnecting' |
-// 'closed'), closeInfo ({ code, reason } of the latest close, or null; code 4000 when the
+// 'closed'), transport ('websocket' | 'sse': what the current connection is), closeInfo ({ code, reason } of the latest close, or null; code 4000 when the
 // client dropped a socket itself: silent for too long, or a gap in the seqs).
 // Events (CustomEvent, payload in `detail`):
 //   state     { state, previous }
@@ -36,13 +40,17 @@
 //
 // Reconnects: full-jitter exponential backoff (1 s doubling to 30 s, reset once a connection
 // stayed up 60 s), since = lastSeq, repeats dropped. A socket silent for 45 s (pings go out
-// every hello.heartbeat_ms) counts as dead.
+// every hello.heartbeat_ms) counts as dead. On Server-Sent Events (GET .../stream, the
+// token in ?token=) the same messages arrive; cancel and snapshot requests go over HTTP;
+// the EventSource resumes a stream the edge ended by itself with Last-Event-ID, and every
+// other reconnect takes since = lastSeq, so a switch loses and repeats nothing.
 
-/** @typedef {import('./types/protocol').Snapshot} Snapshot */
-/** @typedef {import('./types/protocol').StoredEvent} StoredEvent */
-/** @typedef {import('./types/protocol').ServerMessage} ServerMessage */
-/** @typedef {import('./types/protocol').ClientMessage} ClientMessage */
+/** @typedef {import('./types/protocol.js').Snapshot} Snapshot */
+/** @typedef {import('./types/protocol.js').StoredEvent} StoredEvent */
+/** @typedef {import('./types/protocol.js').ServerMessage} ServerMessage */
+/** @typedef {import('./types/protocol.js').ClientMessage} ClientMessage */
 /** @typedef {'connecting' | 'open' | 'reconnecting' | 'closed'} ConnectionState */
+/** @typedef {'websocket' | 'sse'} Transport */
 /** @typedef {{ code: number, reason: string }} CloseInfo */
 /** @typedef {{ now(): number, setTimeout(fn: () => void, ms: number): any, clearTimeout(id: any): void }} Clock */
 /**
@@ -51,7 +59,10 @@
  * @property {string} analysisId
  * @property {string | (() => string | Promise<string>)} token
  * @property {number | null} [since]
+ * @property {'auto' | Transport} [transport]
  * @property {typeof WebSocket} [WebSocket]
+ * @property {typeof EventSource} [EventSource]
+ * @property {typeof fetch} [fetch]
  * @property {Clock} [clock]
  * @property {() => number} [random]
  */
@@ -62,6 +73,10 @@ export const BACKOFF_CAP_MS = 30_000;
 export const HEALTHY_AFTER_MS = 60_000;
 export const DEAD_AFTER_MS = 45_000;
 export const DEFAULT_HEARTBEAT_MS = 30_000;
+/** WebSockets failing before their hello this many times in a row: Server-Sent Events. */
+export const SSE_AFTER_FAILURES = 3;
+/** How long an 'auto' client stays on Server-Sent Events before it tries WebSockets again. */
+export const WEBSOCKET_AGAIN_MS = 5 * 60_000;
 
 const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
 // Closes that retrying cannot fix (4001 and 4010 are decided by the token's kind). The same
@@ -87,16 +102,26 @@ export class AnalysisClient extends EventTarget {
   state = 'closed';
   /** @type {CloseInfo | null} */
   closeInfo = null;
+  /** @type {Transport} */
+  transport = 'websocket';
 
+  /** The analysis' HTTP URL: its routes hang off it. */
   #url;
+  /** @type {'auto' | Transport} */
+  #mode;
+  /** WebSockets in a row that failed before their hello. */
+  #wsFailures = 0;
   #token;
   #WebSocket;
+  #EventSource;
+  #fetch;
   #clock;
   #random;
   /** `since` of the next connection until a hello arrived; lastSeq after. */
   #since;
   #resumed = false;
-  /** @type {WebSocket | null} */
+  /** The connection: a WebSocket, or a StreamSocket shaped like one.
+   * @type {WebSocket | StreamSocket | null} */
   #ws = null;
   /** Bumped by every attempt and by close(): a stale await or socket sees it and backs off. */
   #generation = 0;
@@ -110,11 +135,12 @@ export class AnalysisClient extends EventTarget {
   #terminalSent = false;
   /** @type {Map<string, ClientMessage>} */
   #queue = new Map();
-  /** Timer ids of the clock: the backoff wait, the next ping, the dead-connection check. */
-  #timers = { retry: null, ping: null, dead: null };
+  /** Timer ids of the clock: the backoff wait, the next ping, the dead-connection check,
+   * and (on Server-Sent Events, 'auto') the next try of WebSockets. */
+  #timers = { retry: null, ping: null, dead: null, upgrade: null };
 
   /** @param {AnalysisClientOptions} options */
-  constructor({ url, analysisId, token, since = 0, WebSocket, clock, random } = /** @type {any} */ ({})) {
+  constructor({ url, analysisId, token, since = 0, transport = 'auto', WebSocket, EventSource, fetch, clock, random } = /** @type {any} */ ({})) {
     super();
     if (!ANALYSIS_ID.test(analysisId ?? '')) {
       throw new TypeError(`analysisId must be 1 to 64 characters of [A-Za-z0-9_-], got ${JSON.stringify(analysisId)}`);
@@ -125,9 +151,16 @@ export class AnalysisClient extends EventTarget {
     if (since !== null && !(Number.isSafeInteger(since) && since >= 0)) {
       throw new TypeError('since must be a non-negative integer or null');
     }
-    this.#url = socketUrl(url ?? globalThis.location?.origin, analysisId);
+    if (!['auto', 'websocket', 'sse'].includes(transport)) {
+      throw new TypeError(`transport must be 'auto', 'websocket' or 'sse', got ${JSON.stringify(transport)}`);
+    }
+    this.#url = analysisUrl(url ?? globalThis.location?.origin, analysisId);
+    this.#mode = transport;
+    this.transport = transport === 'sse' ? 'sse' : 'websocket';
     this.#token = token;
     this.#WebSocket = WebSocket;
+    this.#EventSource = EventSource;
+    this.#fetch = fetch;
     this.#clock = clock ?? realClock;
     this.#random = random ?? Math.random;
     this.#since = since;
@@ -174,8 +207,12 @@ export class AnalysisClient extends EventTarget {
     }
     if (generation !== this.#generation) return; // close() ran meanwhile
 
-    const url = new URL(this.#url);
     const since = this.#resumed ? this.lastSeq : this.#since;
+    if (this.transport === 'sse') {
+      this.#attach(new StreamSocket(this.#url, token, since, this.#EventSource, this.#fetch));
+      return;
+    }
+    const url = new URL(this.#url.replace(/^http/, 'ws') + '/ws');
     if (since !== null) url.searchParams.set('since', String(since));
     let protocols = [SUBPROTOCOL, `bearer.${token}`];
     if (!SUBPROTOCOL_SAFE.test(token)) {
@@ -192,14 +229,46 @@ export class AnalysisClient extends EventTarget {
       this.#stop({ code: 1006, reason: String(err?.message ?? err) }, true);
       return;
     }
+    this.#attach(ws);
+  }
+
+  /** @param {WebSocket | StreamSocket} ws */
+  #attach(ws) {
     this.#ws = ws;
     ws.onmessage = (e) => ws === this.#ws && this.#onMessage(e.data);
     ws.onclose = (e) => ws === this.#ws && this.#onClose(e.code, e.reason ?? '');
+    // A stream the edge ended by itself is resumed by its EventSource.
+    if (ws instanceof StreamSocket) ws.onreconnecting = () => ws === this.#ws && this.#setState('reconnecting');
     this.#watchdog(); // also bounds a handshake that never completes
+  }
+
+  /** Counts a connection that ended before its hello; 'auto' moves to Server-Sent Events
+   * after SSE_AFTER_FAILURES WebSockets in a row. */
+  #failedBeforeHello() {
+    if (this.#openSince !== null || this.transport !== 'websocket') return;
+    this.#wsFailures += 1;
+    if (this.#mode === 'auto' && this.#wsFailures >= SSE_AFTER_FAILURES) {
+      this.transport = 'sse';
+      this.#attempt = 0; // a new way in: no reason to wait long for it
+    }
+  }
+
+  /** 'auto' on Server-Sent Events: try WebSockets again, resuming from lastSeq; one more
+   * failure brings the client back. */
+  #tryWebSocketAgain() {
+    this.#timers.upgrade = null;
+    if (this.state !== 'open' || this.transport !== 'sse') return;
+    this.#dropSocket(1000, 'trying WebSockets again');
+    this.transport = 'websocket';
+    this.#wsFailures = SSE_AFTER_FAILURES - 1;
+    this.#openSince = null;
+    this.#setState('reconnecting');
+    this.#open();
   }
 
   /** @param {number} code @param {string} reason */
   #onClose(code, reason) {
+    this.#failedBeforeHello();
     this.#dropSocket();
     this.closeInfo = { code, reason };
     const fresh = typeof this.#token === 'function';
@@ -213,6 +282,7 @@ export class AnalysisClient extends EventTarget {
 
   /** Drops the socket without waiting for its close (it may never come), then retries. */
   #abandon(reason) {
+    this.#failedBeforeHello();
     this.#dropSocket(4000, reason);
     this.closeInfo = { code: 4000, reason };
     this.#retry();
@@ -235,6 +305,7 @@ export class AnalysisClient extends EventTarget {
     this.#generation += 1;
     this.#dropSocket(1000, info.reason);
     this.#clearTimer('retry');
+    this.#clearTimer('upgrade');
     this.#queue.clear();
     this.#openSince = null;
     this.closeInfo = info;
@@ -250,6 +321,7 @@ export class AnalysisClient extends EventTarget {
     this.#clearTimer('dead');
     if (!ws) return;
     ws.onmessage = ws.onclose = null;
+    if (ws instanceof StreamSocket) ws.onreconnecting = null;
     if (code !== undefined) {
       try {
         ws.close(code, reason.slice(0, 100));
@@ -295,6 +367,10 @@ export class AnalysisClient extends EventTarget {
     const ws = this.#ws;
     this.#openSince = this.#clock.now();
     this.#authRetried = false;
+    if (this.transport === 'websocket') this.#wsFailures = 0;
+    else if (this.#mode === 'auto' && this.#timers.upgrade === null) {
+      this.#timers.upgrade = this.#clock.setTimeout(() => this.#tryWebSocketAgain(), WEBSOCKET_AGAIN_MS);
+    }
     this.#heartbeatMs = msg.heartbeat_ms > 0 ? msg.heartbeat_ms : DEFAULT_HEARTBEAT_MS;
     this.#watchdog();
     this.#schedulePing();
@@ -385,7 +461,7 @@ export class AnalysisClient extends EventTarget {
     }, ms);
   }
 
-  /** @param {'retry' | 'ping' | 'dead'} name */
+  /** @param {'retry' | 'ping' | 'dead' | 'upgrade'} name */
   #clearTimer(name) {
     if (this.#timers[name] !== null) this.#clock.clearTimeout(this.#timers[name]);
     this.#timers[name] = null;
@@ -413,20 +489,138 @@ export class AnalysisClient extends EventTarget {
 }
 
 /**
+ * The HTTP URL of an analysis (`.../v1/analyses/{id}`), from an http(s) or ws(s) base.
+ * @param {string | undefined} base @param {string} analysisId
+ */
+export function analysisUrl(base, analysisId) {
+  if (!base) throw new TypeError('url is required outside a browser page');
+  const url = new URL(base, globalThis.location?.href);
+  const schemes = { 'http:': 'http:', 'https:': 'https:', 'ws:': 'http:', 'wss:': 'https:' };
+  const scheme = schemes[/** @type {keyof schemes} */ (url.protocol)];
+  if (!scheme) throw new TypeError(`url must be http(s) or ws(s), got ${url.protocol}`);
+  url.protocol = scheme;
+  url.pathname = `${url.pathname.replace(/\/+$/, '')}/v1/analyses/${analysisId}`;
+  url.search = '';
+  url.hash = '';
+  return url.href;
+}
+
+/**
  * The WebSocket URL of an analysis, without `since` and token.
  * @param {string | undefined} base @param {string} analysisId
  */
 export function socketUrl(base, analysisId) {
-  if (!base) throw new TypeError('url is required outside a browser page');
-  const url = new URL(base, globalThis.location?.href);
-  const schemes = { 'http:': 'ws:', 'https:': 'wss:', 'ws:': 'ws:', 'wss:': 'wss:' };
-  const scheme = schemes[/** @type {keyof schemes} */ (url.protocol)];
-  if (!scheme) throw new TypeError(`url must be http(s) or ws(s), got ${url.protocol}`);
-  url.protocol = scheme;
-  url.pathname = `${url.pathname.replace(/\/+$/, '')}/v1/analyses/${analysisId}/ws`;
-  url.search = '';
-  url.hash = '';
-  return url.href;
+  return `${analysisUrl(base, analysisId).replace(/^http/, 'ws')}/ws`;
+}
+
+/** The close code a socket would have been closed with for an HTTP refusal. */
+function closeCodeFor(status) {
+  if (status === 401) return 4001;
+  if (status === 403) return 4003;
+  if (status === 429) return 4008;
+  if (status === 503) return 1013;
+  if (status >= 500) return 1012;
+  return 4400;
+}
+
+/**
+ * A Server-Sent Events stream of an analysis, shaped like the WebSocket the client uses:
+ * `onmessage` gets the socket's messages (hello, event, pong), `send` takes the client's
+ * (cancel and snapshot go over HTTP, ping needs nothing), `onclose` tells why it ended.
+ */
+class StreamSocket {
+  /** 0 until the hello, 1 open, 3 closed: WebSocket's values. */
+  readyState = 0;
+  /** @type {((e: { data: string }) => void) | null} */
+  onmessage = null;
+  /** @type {((e: { code: number, reason: string }) => void) | null} */
+  onclose = null;
+  /** @type {(() => void) | null} */
+  onreconnecting = null;
+  #url;
+  #token;
+  #fetch;
+  #source;
+
+  /**
+   * @param {string} url the analysis' HTTP URL @param {string} token
+   * @param {number | null} since @param {typeof EventSource | undefined} Source
+   * @param {typeof fetch | undefined} fetcher
+   */
+  constructor(url, token, since, Source, fetcher) {
+    this.#url = url;
+    this.#token = token;
+    this.#fetch = fetcher ?? ((...args) => globalThis.fetch(...args));
+    const stream = new URL(`${url}/stream`);
+    if (since !== null) stream.searchParams.set('since', String(since));
+    stream.searchParams.set('token', token); // an EventSource cannot send a header
+    const Ctor = Source ?? globalThis.EventSource;
+    this.#source = new Ctor(stream.href);
+    const deliver = (/** @type {MessageEvent} */ e) => this.onmessage?.({ data: e.data });
+    this.#source.addEventListener('hello', (e) => {
+      this.readyState = 1;
+      deliver(e);
+    });
+    this.#source.addEventListener('event', deliver);
+    this.#source.addEventListener('pong', deliver);
+    this.#source.onerror = () => {
+      if (this.readyState === 3) return;
+      // CONNECTING: it comes back by itself, with Last-Event-ID; CLOSED: refused.
+      if (this.#source.readyState !== 2) this.onreconnecting?.();
+      else this.#refused();
+    };
+  }
+
+  /** @param {string} text a client message */
+  send(text) {
+    const { type } = JSON.parse(text);
+    if (type === 'cancel') this.#request('POST', '/cancel', () => {});
+    if (type === 'snapshot') this.#request('GET', '', (body) => this.#reply({ type: 'snapshot', snapshot: body }));
+  }
+
+  close() {
+    this.readyState = 3;
+    this.#source.close();
+  }
+
+  /** The stream was refused: learn why from the same route's HTTP answer. */
+  async #refused() {
+    this.#source.close();
+    let code = 1006;
+    let reason = 'the stream failed';
+    try {
+      const response = await this.#fetch(this.#url, { headers: { authorization: `Bearer ${this.#token}` } });
+      if (!response.ok) {
+        code = closeCodeFor(response.status);
+        reason = (await response.json())?.error?.message ?? reason;
+      }
+    } catch {
+      // unreachable: a network failure, retried like one
+    }
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    this.onclose?.({ code, reason });
+  }
+
+  /** @param {string} method @param {string} path @param {(body: any) => void} then */
+  async #request(method, path, then) {
+    try {
+      const response = await this.#fetch(`${this.#url}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${this.#token}` },
+      });
+      const body = await response.json();
+      if (response.ok) then(body);
+      else this.#reply({ type: 'error', code: body?.error?.code ?? 'internal', message: body?.error?.message ?? '' });
+    } catch (err) {
+      this.#reply({ type: 'error', code: 'unavailable', message: String(/** @type {any} */ (err)?.message ?? err) });
+    }
+  }
+
+  /** @param {object} message as the edge would have sent it on a socket */
+  #reply(message) {
+    if (this.readyState === 1) this.onmessage?.({ data: JSON.stringify(message) });
+  }
 }
 
 /**

@@ -21,6 +21,13 @@ log "Rust tests: unit, property, and end to end against the real edge in workerd
 cargo build -q -p stagecast-node
 cargo test --workspace --no-fail-fast
 
+# The drift tests above keep docs/openapi/ equal to the Rust types; this checks the documents
+# against OpenAPI 3.1 and redocly's recommended rules (redocly.yaml). No telemetry or update
+# check: CI may be offline.
+log "OpenAPI documents (redocly lint)"
+REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true \
+  redocly lint docs/openapi/edge.json docs/openapi/node.json
+
 compgen -G "client/test/*.test.mjs" >/dev/null || die "no browser client tests found in client/test/"
 log "browser client unit tests (node --test)"
 node --test client/test/*.test.mjs

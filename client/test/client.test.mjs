@@ -104,7 +104,8 @@ test('an abnormal close resumes from the last seq and drops what was already del
 
 test('backoff grows 1, 2, 4 s... to a 30 s cap with full jitter, and resets after 60 s healthy', async () => {
   let r = 0.5;
-  const { clock, net } = await connected({ random: () => r });
+  // WebSockets only: 'auto' would move to Server-Sent Events (test/transport.test.mjs).
+  const { clock, net } = await connected({ random: () => r, transport: 'websocket' });
   const delays = [];
   for (let i = 0; i < 8; i++) {
     net.last.serverClose(1006);
@@ -366,7 +367,7 @@ test('a gap in a recovered stream resumes from the last seq to fill it', async (
 });
 
 test('1012, 4008, 4009 and 1013 reconnect with backoff', async () => {
-  const { clock, net, client, seen } = await connected();
+  const { clock, net, client, seen } = await connected({ transport: 'websocket' });
   for (const code of [1012, 4008, 4009, 1013]) {
     net.last.serverClose(code);
     assert.equal(client.state, 'reconnecting', String(code));

@@ -127,6 +127,89 @@ export function fakeWebSockets() {
   };
 }
 
+/** An EventSource class whose instances land in `sources`; the test speaks for the edge. */
+export function fakeEventSources() {
+  const sources = [];
+  class FakeEventSource {
+    constructor(url) {
+      this.url = new URL(url);
+      this.readyState = 0; // CONNECTING
+      this.closed = false;
+      this.onerror = null;
+      this.listeners = {};
+      sources.push(this);
+    }
+
+    addEventListener(type, fn) {
+      (this.listeners[type] ??= []).push(fn);
+    }
+
+    close() {
+      this.closed = true;
+      this.readyState = 2;
+    }
+
+    get since() {
+      return this.url.searchParams.get('since');
+    }
+
+    // --- the edge's side ---
+
+    emit(type, message) {
+      this.readyState = 1;
+      for (const fn of this.listeners[type] ?? []) fn({ data: JSON.stringify(message) });
+    }
+
+    hello(snapshot, { recovered = true, resumed_from } = {}) {
+      const since = this.since === null ? null : Number(this.since);
+      this.emit('hello', {
+        type: 'hello',
+        analysis_id: snapshot.analysis_id,
+        snapshot,
+        server_ts: 0,
+        heartbeat_ms: 15_000,
+        resumed_from: resumed_from === undefined ? since : resumed_from,
+        recovered,
+      });
+    }
+
+    events(...stored) {
+      for (const s of stored) this.emit('event', { type: 'event', ...s });
+    }
+
+    /** The stream ended or broke: the EventSource reconnects by itself. */
+    drop() {
+      this.readyState = 0;
+      this.onerror?.({});
+    }
+
+    /** The edge answered with an error status: the EventSource gives up. */
+    refuse() {
+      this.readyState = 2;
+      this.onerror?.({});
+    }
+  }
+  return {
+    EventSource: FakeEventSource,
+    sources,
+    get last() {
+      return sources[sources.length - 1];
+    },
+  };
+}
+
+/** A fetch that records its requests and answers each with the next of `answers`
+ * ({ status, body }), or 200 {} when none is left. */
+export function fakeFetch(answers = []) {
+  const requests = [];
+  const fetch = async (url, init = {}) => {
+    requests.push({ url: String(url), method: init.method ?? 'GET', headers: init.headers ?? {} });
+    const { status = 200, body = {} } = answers.shift() ?? {};
+    return { ok: status >= 200 && status < 300, status, json: async () => body };
+  };
+  return { fetch, requests };
+}
+
 // --- a real history ---
 
 /** Histories run through the edge's own state machine (kept in sync by shared/tests/client_fixture.rs). */

@@ -33,6 +33,7 @@ const FINISHED_KEPT: usize = 1000;
 /// `POST /v1/analyses`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
 pub struct JobRequest {
     /// An http(s) URL, or a local path where the node's input policy takes them.
     pub input: String,
@@ -50,6 +51,7 @@ pub struct JobRequest {
 /// Where a job is on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
 pub enum JobState {
     Queued,
     Running,
@@ -59,6 +61,7 @@ pub enum JobState {
 
 /// `GET /v1/analyses/{id}`.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
 pub struct JobView {
     pub analysis_id: String,
     pub state: JobState,
@@ -72,6 +75,7 @@ pub struct JobView {
 
 /// 202 answer to a submission.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
 pub struct Accepted {
     pub analysis_id: String,
     pub state: JobState,

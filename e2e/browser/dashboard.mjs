@@ -24,7 +24,7 @@
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { createInterface } from "node:readline";
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const options = JSON.parse(process.argv[2]);
 const say = (obj) => process.stdout.write(`${JSON.stringify(obj)}\n`);
@@ -292,13 +292,7 @@ async function pool(page, audits) {
 
 const views = { dashboard, tenant, pool };
 
-const browser = await chromium.launch({
-  executablePath: process.env.STAGECAST_CHROMIUM ?? "/usr/bin/chromium",
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 try {
   // UTC and en-GB make the page's times ("14:03:05") something the tests can compute
   const page = await browser.newPage({ viewport: { width: 390, height: 900 }, locale: "en-GB", timezoneId: "UTC" });

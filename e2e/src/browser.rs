@@ -1,6 +1,7 @@
 //! The pages in a real headless Chromium: `e2e/browser/dashboard.mjs` (playwright-core and
 //! axe-core) opens one, prints one JSON line per thing the page shows and a `final` line,
-//! and takes commands on stdin. This is the Rust side the page tests drive it with.
+//! and takes commands on stdin. This is the Rust side the page tests drive it with, and
+//! other drivers of that folder that speak the same way (`sse.mjs`).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -37,9 +38,14 @@ impl Page {
         all.as_object_mut()
             .unwrap()
             .extend(options.as_object().unwrap().clone());
+        Self::run("dashboard.mjs", &all, wait).await
+    }
+
+    /// Runs driver `script` of `e2e/browser/` with `options`; waits for its `opened` line.
+    pub async fn run(script: &str, options: &Value, wait: Duration) -> Page {
         let mut child = Command::new("node")
-            .arg(repo_root().join("e2e/browser/dashboard.mjs"))
-            .arg(all.to_string())
+            .arg(repo_root().join("e2e/browser").join(script))
+            .arg(options.to_string())
             .current_dir(repo_root())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -7,7 +7,8 @@
 //! - [`process`]: one way to start a process group, wait until it is healthy, and kill it.
 //! - [`edge`], [`node`]: the edge and the node on top of it; [`pool`]: a scripted pool node.
 //! - [`browser`]: a page in headless Chromium, with axe-core.
-//! - [`client`]: tokens, publishing, the typed subscriber, and the exactly-once check.
+//! - [`client`]: tokens, publishing, the typed subscriber, and the exactly-once check;
+//!   [`sse`]: the same subscriber on Server-Sent Events.
 //! - [`proxy`]: the cuttable TCP proxy; [`host`]: the machine, for benchmark headers;
 //!   [`stats`]: quantiles; [`media`]: fixtures over HTTP, for pool inputs; [`uploads`]:
 //!   the edge's upload, input and artifact routes.
@@ -22,6 +23,7 @@ pub mod pool;
 pub mod process;
 pub mod proxy;
 pub mod soak;
+pub mod sse;
 pub mod stats;
 pub mod uploads;
 

@@ -212,3 +212,34 @@ impl Node {
         self.spawn().await
     }
 }
+
+/// Prometheus's own `promtool check metrics` on a node's `/metrics` text: the exposition
+/// format, and its lint rules (HELP on every metric, `_total` counters, base units). Fails
+/// with what promtool printed.
+pub fn promtool_check(metrics: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("promtool (Debian's prometheus): run `make setup`: {e}"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(metrics.as_bytes())?;
+    let out = child.wait_with_output()?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics ({}): {said}",
+        out.status
+    );
+    Ok(())
+}

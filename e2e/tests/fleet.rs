@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use stagecast_e2e::client::get_json;
 use stagecast_e2e::media::Media;
+use stagecast_e2e::node::promtool_check;
 use stagecast_e2e::pool::submit_token;
 use stagecast_e2e::{Edge, Node, Tokens, node_bin, shared_edge};
 use stagecast_fixtures::fixtures;
@@ -399,6 +400,8 @@ async fn a_node_cut_off_past_its_lease_loses_the_run_to_another_and_its_late_pub
             .await
             .unwrap();
         if counter_sum(&metrics, "stagecast_pool_revoked_runs_total") >= 1.0 {
+            // a pool node's metrics, the pool's and the runs', pass promtool's lint
+            promtool_check(&metrics).unwrap_or_else(|e| panic!("{e:#}\n{metrics}"));
             break;
         }
         assert!(

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use stagecast_e2e::client::{DEV_SECRET, kind, node_event};
 use stagecast_e2e::edge::free_port;
+use stagecast_e2e::node::promtool_check;
 use stagecast_e2e::{Edge, Node, Subscriber, Tokens, ready_node, shared_edge};
 use stagecast_fixtures::{fixtures, path};
 use stagecast_shared::ws::ServerMessage;
@@ -508,6 +509,7 @@ async fn the_node_api_answers_every_mistake_with_the_contract_error() {
         "{metrics}"
     );
     assert!(metrics.contains("stagecast_queue_depth 0"), "{metrics}");
+    promtool_check(&metrics).unwrap_or_else(|e| panic!("{e:#}\n{metrics}"));
 }
 
 #[tokio::test]

@@ -18,8 +18,10 @@ pub struct Principal {
 /// The scope each route needs.
 pub fn required_scope(route: &Route) -> Option<Scope> {
     match route {
-        Route::Health => None,
-        Route::Snapshot(_) | Route::Events(_) | Route::Subscribe(_) => Some(Scope::Subscribe),
+        Route::Health | Route::OpenApi => None,
+        Route::Snapshot(_) | Route::Events(_) | Route::Subscribe(_) | Route::Stream(_) => {
+            Some(Scope::Subscribe)
+        }
         Route::Publish(_) => Some(Scope::Publish),
         Route::Cancel(_) => Some(Scope::Cancel),
         Route::Submit | Route::Upload(_) => Some(Scope::Submit),

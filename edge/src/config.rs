@@ -16,6 +16,9 @@ pub const DEFAULT_HISTORY_LIMIT: u64 = 10_000;
 /// beyond it the edge answers 429 with `Retry-After`. A node coalesces progress to far
 /// less than this; the limit is there for a runaway or hostile publisher.
 pub const DEFAULT_PUBLISH_RATE: u64 = 50;
+/// A Server-Sent Events stream ends after this long (`STAGECAST_SSE_MAX_MS`): an open
+/// response keeps the object awake and billed, where a hibernated socket does not.
+pub const DEFAULT_SSE_MAX_MS: u64 = 55_000;
 /// The burst is this many seconds' worth of the rate (100 batches at the default rate).
 pub const PUBLISH_BURST_SECONDS: u64 = 2;
 
@@ -32,6 +35,8 @@ pub struct Limits {
     pub pool: PoolConfig,
     /// Largest uploaded input (`STAGECAST_MAX_UPLOAD_BYTES`).
     pub max_upload_bytes: u64,
+    /// Longest Server-Sent Events stream (`STAGECAST_SSE_MAX_MS`).
+    pub sse_max_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +82,7 @@ impl Limits {
                 ..defaults
             },
             max_upload_bytes: get("STAGECAST_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES)?,
+            sse_max_ms: get("STAGECAST_SSE_MAX_MS", DEFAULT_SSE_MAX_MS)?,
         })
     }
 
@@ -108,6 +114,7 @@ mod tests {
         assert_eq!(limits.stall_timeout_ms, 60_000);
         assert_eq!(limits.retention_ms, 604_800_000);
         assert_eq!(limits.max_sockets, 10_000);
+        assert_eq!(limits.sse_max_ms, 55_000);
         assert_eq!((limits.publish_rate, limits.publish_burst()), (50, 100));
         let pool = limits.pool;
         assert_eq!(

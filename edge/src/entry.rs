@@ -25,7 +25,7 @@ use crate::digest::random_hex;
 use crate::forward::{Forwarded, Op, PoolForwarded, PoolOp};
 use crate::media::{self, MediaRequest};
 use crate::query;
-use crate::respond::{error_response, refuse_websocket};
+use crate::respond::{ALLOW_ORIGIN, error_response, preflight_response, refuse_websocket};
 use crate::route::{Route, RouteError};
 
 thread_local! {
@@ -65,6 +65,9 @@ fn keys(env: &Env) -> std::result::Result<Rc<KeySet>, ConfigError> {
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     crate::log::init();
     let url = req.url()?;
+    if req.method() == worker::Method::Options {
+        return preflight_response();
+    }
     let route = match Route::parse(req.method().as_ref(), url.path()) {
         Ok(route) => route,
         Err(RouteError::NotFound) => {
@@ -77,8 +80,10 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             return error_response(&ErrorBody::new(ErrorCode::MethodNotAllowed, e.to_string()));
         }
     };
-    if route == Route::Health {
-        return Response::ok("ok");
+    match route {
+        Route::Health => return Response::ok("ok"),
+        Route::OpenApi => return openapi(),
+        _ => {}
     }
     let websocket = route.is_websocket();
     let headers = req.headers();
@@ -139,6 +144,16 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     }
 }
 
+/// The edge's OpenAPI document, generated from the Rust types (its drift test keeps the
+/// committed file current).
+fn openapi() -> Result<Response> {
+    const DOCUMENT: &str = include_str!("../../docs/openapi/edge.json");
+    let headers = worker::Headers::new();
+    headers.set("content-type", "application/json")?;
+    headers.set(ALLOW_ORIGIN.0, ALLOW_ORIGIN.1)?;
+    Ok(Response::ok(DOCUMENT)?.with_headers(headers))
+}
+
 /// What the Worker read of a request before any object wakes.
 struct Incoming {
     route: Route,
@@ -194,6 +209,7 @@ async fn to_analysis_route(
         Ok(p) => p,
         Err(body) => return request.refuse(body),
     };
+    let last_event_id = req.headers().get("last-event-id")?;
     let media = MediaRequest {
         analysis_id,
         principal,
@@ -218,6 +234,12 @@ async fn to_analysis_route(
         },
         Route::Snapshot(_) => (Op::Snapshot, None),
         Route::Cancel(_) => (Op::Cancel, None),
+        Route::Stream(_) => match query::stream_since(&request.pairs, last_event_id.as_deref()) {
+            Ok(since) => (Op::Stream { since }, None),
+            Err(e) => {
+                return request.refuse(ErrorBody::new(ErrorCode::InvalidRequest, e.to_string()));
+            }
+        },
         Route::Events(_) => match query::events_page(&request.pairs) {
             Ok((since, limit)) => (Op::Events { since, limit }, None),
             Err(e) => {

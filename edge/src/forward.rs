@@ -28,6 +28,10 @@ pub enum Op {
         since: Option<u64>,
         select_subprotocol: bool,
     },
+    /// The socket's Server-Sent Events fallback.
+    Stream {
+        since: Option<u64>,
+    },
     /// `POST /v1/analyses`, checked by the Worker.
     Submit {
         pool: PoolName,

@@ -13,6 +13,11 @@ pub mod query;
 pub mod rate;
 pub mod route;
 pub mod socket;
+pub mod sse;
+
+// written by its own test: utoipa is a dev-dependency, out of the Worker's wasm
+#[cfg(test)]
+mod openapi;
 
 #[cfg(target_arch = "wasm32")]
 mod call;

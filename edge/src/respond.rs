@@ -5,8 +5,29 @@ use stagecast_shared::close::CloseCode;
 use stagecast_shared::ws::SUBPROTOCOL;
 use worker::{Response, Result, WebSocket, WebSocketIncomingMessage, WebSocketPair};
 
+/// Any page may read the edge's answers: they are bought with a bearer token, never a
+/// cookie alone, and a wildcard origin keeps browsers from sending credentials.
+pub const ALLOW_ORIGIN: (&str, &str) = ("access-control-allow-origin", "*");
+
 pub fn json_response<T: serde::Serialize>(value: &T, status: u16) -> Result<Response> {
-    Ok(Response::from_json(value)?.with_status(status))
+    let mut response = Response::from_json(value)?.with_status(status);
+    response.headers_mut().set(ALLOW_ORIGIN.0, ALLOW_ORIGIN.1)?;
+    Ok(response)
+}
+
+/// The answer to a CORS preflight: a page on another origin may send the token in
+/// `Authorization` (and resume a stream with `Last-Event-ID`).
+pub fn preflight_response() -> Result<Response> {
+    let mut response = Response::empty()?.with_status(204);
+    let headers = response.headers_mut();
+    headers.set(ALLOW_ORIGIN.0, ALLOW_ORIGIN.1)?;
+    headers.set("access-control-allow-methods", "GET, HEAD, POST, PUT")?;
+    headers.set(
+        "access-control-allow-headers",
+        "authorization, content-type, last-event-id",
+    )?;
+    headers.set("access-control-max-age", "86400")?;
+    Ok(response)
 }
 
 /// `{"error": {...}}` with the status its code carries.

@@ -9,6 +9,10 @@ pub enum Route {
     Publish(String),
     Cancel(String),
     Subscribe(String),
+    /// `GET /v1/analyses/{id}/stream`: the socket's Server-Sent Events fallback.
+    Stream(String),
+    /// `GET /openapi.json`: the edge's OpenAPI document.
+    OpenApi,
     /// `POST /v1/analyses`: the id, if any, is in the body.
     Submit,
     /// `GET /v1/pools/{pool}`.
@@ -47,6 +51,7 @@ impl Route {
             | Route::Publish(id)
             | Route::Cancel(id)
             | Route::Subscribe(id)
+            | Route::Stream(id)
             | Route::Upload(id)
             | Route::Input(id)
             | Route::PutArtifact(id, _)
@@ -74,10 +79,10 @@ impl Route {
         }
     }
 
-    /// Whether a plain HTTP request may carry its token as `?token=` (an `<img>` cannot
-    /// send a header).
+    /// Whether a plain HTTP request may carry its token as `?token=` (an `<img>` and an
+    /// `EventSource` cannot send a header).
     pub fn takes_query_token(&self) -> bool {
-        matches!(self, Route::Artifact(..))
+        matches!(self, Route::Artifact(..) | Route::Stream(_))
     }
 
     /// Whether the route is a WebSocket.
@@ -92,6 +97,7 @@ impl Route {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let (route, allowed) = match segments.as_slice() {
             ["healthz"] => (Route::Health, "GET"),
+            ["openapi.json"] => (Route::OpenApi, "GET"),
             ["v1", "analyses"] => (Route::Submit, "POST"),
             ["v1", "pools", pool] => (Route::PoolView(pool.to_string()), "GET"),
             ["v1", "pools", pool, "analyses"] => (Route::PoolAnalyses(pool.to_string()), "GET"),
@@ -104,6 +110,7 @@ impl Route {
             ["v1", "analyses", id, "events"] => (Route::Events(id.to_string()), "GET"),
             ["v1", "analyses", id, "cancel"] => (Route::Cancel(id.to_string()), "POST"),
             ["v1", "analyses", id, "ws"] => (Route::Subscribe(id.to_string()), "GET"),
+            ["v1", "analyses", id, "stream"] => (Route::Stream(id.to_string()), "GET"),
             ["v1", "analyses", id, "input"] if method == "PUT" => {
                 (Route::Upload(id.to_string()), "PUT")
             }
@@ -151,6 +158,10 @@ mod tests {
             Route::parse("GET", "/v1/analyses/a1/ws"),
             Ok(Route::Subscribe("a1".into()))
         );
+        let stream = Route::parse("GET", "/v1/analyses/a1/stream").unwrap();
+        assert_eq!(stream, Route::Stream("a1".into()));
+        assert!(stream.takes_query_token() && !stream.is_websocket());
+        assert_eq!(Route::parse("GET", "/openapi.json"), Ok(Route::OpenApi));
         assert_eq!(Route::parse("POST", "/v1/analyses"), Ok(Route::Submit));
         assert_eq!(
             Route::parse("PUT", "/v1/analyses/a1/input"),

@@ -18,9 +18,12 @@ pub struct Store {
     sql: SqlStorage,
 }
 
+/// A stored event's frame (its socket message, JSON) and its seq.
 #[derive(Deserialize)]
-struct FrameRow {
-    frame: String,
+pub struct Frame {
+    pub seq: u64,
+    #[serde(rename = "frame")]
+    pub text: String,
 }
 
 #[derive(Deserialize)]
@@ -147,21 +150,19 @@ impl Store {
         Ok(rows.first().and_then(|r| r.seq).map(|s| s as u64))
     }
 
-    fn frames(&self, since: u64, limit: Option<usize>) -> Result<Vec<String>> {
+    fn frames(&self, since: u64, limit: Option<usize>) -> Result<Vec<Frame>> {
         let limit = limit.map_or(-1, |l| l as i64);
-        let rows: Vec<FrameRow> = self
-            .sql
+        self.sql
             .exec(
-                "SELECT frame FROM events WHERE seq > ? AND frame IS NOT NULL ORDER BY seq LIMIT ?",
+                "SELECT seq, frame FROM events WHERE seq > ? AND frame IS NOT NULL ORDER BY seq LIMIT ?",
                 vec![seq_value(since)?, SqlStorageValue::Integer(limit)],
             )?
-            .to_array()?;
-        Ok(rows.into_iter().map(|r| r.frame).collect())
+            .to_array()
     }
 
     /// The frames to replay after `since`, and whether that covers everything after it
     /// (false when older events were trimmed, or `since` is ahead of the log).
-    pub fn frames_after(&self, since: u64, last_seq: u64) -> Result<(Vec<String>, bool)> {
+    pub fn frames_after(&self, since: u64, last_seq: u64) -> Result<(Vec<Frame>, bool)> {
         if since >= last_seq {
             return Ok((Vec::new(), since == last_seq));
         }
@@ -175,7 +176,7 @@ impl Store {
     pub fn events_after(&self, since: u64, limit: usize) -> Result<Vec<StoredEvent>> {
         self.frames(since, Some(limit))?
             .iter()
-            .map(|text| match serde_json::from_str(text)? {
+            .map(|frame| match serde_json::from_str(&frame.text)? {
                 ServerMessage::Event(stored) => Ok(stored),
                 other => Err(worker::Error::RustError(format!(
                     "not an event frame: {other:?}"

@@ -7,6 +7,7 @@ use crate::event::Event;
 /// `POST /v1/analyses/{id}/events` body (parsed and checked by `parse_publish_body`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PublishRequest {
     /// The lease's attempt; required for a submitted analysis (fencing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -17,6 +18,7 @@ pub struct PublishRequest {
 /// 200 answer to a publish.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PublishResponse {
     /// Events newly stored.
     pub accepted: u32,
@@ -30,6 +32,7 @@ pub struct PublishResponse {
 /// 202 answer to `POST /v1/analyses/{id}/cancel`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CancelResponse {
     pub cancel_requested: bool,
 }
@@ -39,6 +42,7 @@ pub struct CancelResponse {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ErrorCode {
     /// 400: the analysis id of the URL breaks the id rule.
     InvalidAnalysisId,
@@ -140,6 +144,7 @@ impl ErrorCode {
 /// `{"error": {"code": "...", "message": "..."}}`, the body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
@@ -147,6 +152,7 @@ pub struct ErrorBody {
 /// The inside of `ErrorBody`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(test, ts(optional_fields))]
 pub struct ErrorDetail {
     pub code: ErrorCode,

@@ -10,8 +10,11 @@ use serde::{Deserialize, Serialize};
 /// an optional `ts`, and the fields of its `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(test, ts(optional_fields))]
 pub struct Event {
+    // the rule of docs/protocol.md §2, which keeps it apart from the edge's `edge:<seq>`
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{1,64}$"))]
     pub id: String,
     /// The node's clock (ms since the Unix epoch). Informational only: the edge orders,
     /// times and estimates with its own clock.
@@ -25,6 +28,7 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(test, ts(optional_fields))]
 pub enum EventKind {
     /// The pipeline began; the stage weights give overall progress.
@@ -92,6 +96,7 @@ impl EventKind {
 /// A stage declared by `started`. Overall progress is the weight-averaged stage progress.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StageSpec {
     pub name: String,
     /// Relative weight, finite and > 0.
@@ -101,6 +106,7 @@ pub struct StageSpec {
 /// A box found in one frame.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(test, ts(optional_fields))]
 pub struct Region {
     pub frame: u64,
@@ -121,6 +127,7 @@ pub struct Region {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Units {
     /// Pixels of the frame (the default).
     Px,
@@ -131,6 +138,7 @@ pub enum Units {
 /// The outcome of a completed analysis.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(test, ts(optional_fields))]
 pub struct AnalysisResult {
     /// 0..=1.
@@ -154,6 +162,7 @@ pub struct AnalysisResult {
 /// Why an analysis failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorInfo {
     pub code: String,
     pub message: String,
@@ -165,6 +174,7 @@ pub struct ErrorInfo {
 /// (`cpu_util` of the whole machine, not per core).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(test, ts(optional_fields))]
 pub struct Metrics {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -48,6 +48,12 @@ macro_rules! checked_id {
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         #[cfg_attr(test, derive(ts_rs::TS), ts(type = "string"))]
+        // 64 is MAX_ID_LEN (the attribute takes a literal only)
+        #[cfg_attr(
+            feature = "openapi",
+            derive(utoipa::ToSchema),
+            schema(pattern = "^[A-Za-z0-9_-]+$", min_length = 1, max_length = 64)
+        )]
         pub struct $name(String);
 
         impl $name {

@@ -15,7 +15,9 @@
 //!   [`send`] (linger, batch limit, backoff, refusals) and [`backoff`].
 //!
 //! The contract itself is `docs/protocol.md`; TypeScript types for browsers are generated
-//! from these types into `client/types/protocol.ts` (see the `ts_export` test).
+//! from these types into `client/types/protocol.ts` (see the `ts_export` test). With the
+//! feature `openapi` (test code only) the wire types derive `utoipa::ToSchema` for the
+//! OpenAPI documents in `docs/openapi/`.
 
 pub mod api;
 pub mod backoff;
@@ -27,6 +29,8 @@ pub mod ids;
 pub mod limits;
 pub mod machine;
 pub mod media;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod send;
 pub mod snapshot;
 pub mod stored;

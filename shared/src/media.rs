@@ -134,6 +134,11 @@ fn token_char(c: char) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 #[cfg_attr(test, derive(ts_rs::TS), ts(type = "string"))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(pattern = "^[A-Za-z0-9_-]{1,64}\\.(jpg|jpeg|png|webp|json)$")
+)]
 pub struct ArtifactName(String);
 
 /// Extensions and the content type each one is served with.
@@ -317,6 +322,7 @@ impl InputRecord {
 /// 201 answer to `PUT /v1/analyses/{id}/input`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UploadReceipt {
     pub bytes: u64,
     pub sha256: String,
@@ -337,6 +343,7 @@ pub struct ArtifactRecord {
 /// 201 (stored) or 200 (the same bytes again) answer to `PUT .../artifacts/{name}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ArtifactReceipt {
     pub name: ArtifactName,
     pub bytes: u64,

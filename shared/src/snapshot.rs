@@ -11,6 +11,7 @@ use crate::ids::{NodeId, PoolName};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Status {
     /// Submitted at the edge, waiting in its pool for a node.
     Queued,
@@ -55,6 +56,7 @@ impl fmt::Display for Status {
 /// One stage's progress.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(test, ts(optional_fields))]
 pub struct StageSnapshot {
     pub name: String,
@@ -73,6 +75,7 @@ pub struct StageSnapshot {
 /// Timestamps are the edge's clock (those of the stored events).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(test, ts(optional_fields))]
 pub struct Snapshot {
     pub analysis_id: String,

@@ -11,8 +11,10 @@ use crate::media::ArtifactName;
 /// An event the edge appends itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EdgeEvent {
     /// `edge:<seq>`: the `:` keeps it apart from node-chosen ids.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^edge:[0-9]+$"))]
     pub id: String,
     #[serde(flatten)]
     pub kind: EdgeEventKind,
@@ -22,6 +24,7 @@ pub struct EdgeEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(test, ts(optional_fields))]
 pub enum EdgeEventKind {
     /// A cancel was accepted (once per analysis); `by` is the requester's token `sub`.
@@ -97,6 +100,7 @@ const EDGE_ID_PREFIX: &str = "edge:";
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum StoredEventBody {
     Node(Event),
     Edge(EdgeEvent),
@@ -150,6 +154,7 @@ impl<'de> Deserialize<'de> for StoredEventBody {
 /// An event as stored and sent by the edge.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(test, ts(optional_fields))]
 pub struct StoredEvent {
     /// 1, 2, 3... per analysis, no gaps.
@@ -169,6 +174,7 @@ pub struct StoredEvent {
 /// the analysis' current `last_seq` (more may follow when it is larger than the last event's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventsPage {
     pub events: Vec<StoredEvent>,
     pub last_seq: u64,

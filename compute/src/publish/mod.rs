@@ -48,6 +48,7 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
 
 /// How a publication ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
 pub struct Delivered {
     /// Events the edge stored or had already stored.
     pub confirmed: u64,

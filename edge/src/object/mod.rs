@@ -3,12 +3,13 @@
 //! and the state in SQL ([`crate::store`]), so an evicted object rebuilt by `new()` loses
 //! nothing. This file is the runtime's entry points; [`state`] keeps the state machine in
 //! step with storage, [`ops`] answers each operation, [`dispatch`] the pool's part and [`media`]
-//! the input and artifacts.
+//! the input and artifacts, [`stream`] the Server-Sent Events fallback.
 
 mod dispatch;
 mod media;
 mod ops;
 mod state;
+mod stream;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
@@ -45,6 +46,9 @@ pub struct AnalysisObject {
     tenant_saved: Cell<bool>,
     /// Artifact names being stored now: a second upload of one waits its turn.
     artifacts_in_flight: RefCell<HashSet<ArtifactName>>,
+    /// The open Server-Sent Events streams: unlike sockets they do not hibernate, so they
+    /// live (and die) with this instance.
+    streams: stream::Streams,
 }
 
 impl DurableObject for AnalysisObject {
@@ -69,6 +73,7 @@ impl DurableObject for AnalysisObject {
             tenant: RefCell::new(None),
             tenant_saved: Cell::new(false),
             artifacts_in_flight: RefCell::new(HashSet::new()),
+            streams: stream::Streams::default(),
         }
     }
 

@@ -20,6 +20,7 @@ use crate::respond::{
     websocket_response,
 };
 use crate::socket::{Reply, SocketInfo, next_expiry};
+use crate::store::Frame;
 
 /// How often clients should ping; they treat 45 s of silence as a dead connection.
 const HEARTBEAT_MS: u64 = 15_000;
@@ -105,6 +106,34 @@ impl AnalysisObject {
         }
     }
 
+    /// Whether a new subscriber (socket or stream) would be one too many.
+    pub(super) fn subscribers_full(&self, limits: &Limits) -> bool {
+        self.state.get_websockets().len() + self.streams.len() >= limits.max_sockets
+    }
+
+    /// The hello of a new subscriber and the frames to replay after it. Send both with no
+    /// await in between, so no event can slip past.
+    pub(super) fn greeting(
+        &self,
+        id: &AnalysisId,
+        since: Option<u64>,
+    ) -> Result<(ServerMessage, Vec<Frame>)> {
+        let snapshot = self.with_analysis(id, |a| a.snapshot())?;
+        let (frames, recovered) = match since {
+            None => (Vec::new(), true),
+            Some(since) => self.store().frames_after(since, snapshot.last_seq)?,
+        };
+        let hello = ServerMessage::Hello {
+            analysis_id: id.to_string(),
+            snapshot,
+            server_ts: now_ms(),
+            heartbeat_ms: HEARTBEAT_MS,
+            resumed_from: since,
+            recovered,
+        };
+        Ok((hello, frames))
+    }
+
     async fn subscribe(
         &self,
         fwd: &Forwarded,
@@ -112,7 +141,7 @@ impl AnalysisObject {
         select_subprotocol: bool,
         limits: &Limits,
     ) -> Result<Response> {
-        if self.state.get_websockets().len() >= limits.max_sockets {
+        if self.subscribers_full(limits) {
             let reason = format!(
                 "too many subscribers ({}): try again later",
                 limits.max_sockets
@@ -123,23 +152,10 @@ impl AnalysisObject {
         self.state.accept_web_socket(&pair.server);
         pair.server
             .serialize_attachment(SocketInfo::new(&fwd.analysis_id, &fwd.principal))?;
-        // Hello and the replay go out with no await in between: no event can slip past.
-        let snapshot = self.with_analysis(&fwd.analysis_id, |a| a.snapshot())?;
-        let (frames, recovered) = match since {
-            None => (Vec::new(), true),
-            Some(since) => self.store().frames_after(since, snapshot.last_seq)?,
-        };
-        let hello = ServerMessage::Hello {
-            analysis_id: fwd.analysis_id.to_string(),
-            snapshot,
-            server_ts: now_ms(),
-            heartbeat_ms: HEARTBEAT_MS,
-            resumed_from: since,
-            recovered,
-        };
+        let (hello, frames) = self.greeting(&fwd.analysis_id, since)?;
         send(&pair.server, &hello)?;
-        for text in &frames {
-            pair.server.send_with_str(text)?;
+        for frame in &frames {
+            pair.server.send_with_str(&frame.text)?;
         }
         self.schedule(limits, Some(fwd.principal.expires_at_ms), false)
             .await?;
@@ -177,6 +193,7 @@ impl AnalysisObject {
                 self.subscribe(&fwd, *since, *select_subprotocol, &limits)
                     .await
             }
+            Op::Stream { since } => self.open_stream(&fwd, *since, &limits).await,
             Op::Submit { pool, submission } => {
                 self.submit(id, pool.clone(), submission.clone(), &limits)
                     .await
@@ -203,6 +220,7 @@ impl AnalysisObject {
             }
             self.store().wipe()?;
             *self.analysis.borrow_mut() = None;
+            self.streams.end_all();
             // The stored tenant went with the rest; the next commit writes it again.
             self.tenant_saved.set(false);
             for ws in self.state.get_websockets() {

@@ -97,6 +97,7 @@ impl AnalysisObject {
                 let _ = ws.send_with_str(text);
             }
         }
+        self.streams.send(stored, &frames);
         Ok(())
     }
 

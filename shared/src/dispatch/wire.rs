@@ -184,6 +184,7 @@ pub enum RevokeReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RequeueReason {
     /// The node's socket closed and it did not come back within `lease_ms`.
     NodeLost,
@@ -244,6 +245,7 @@ pub enum DispatchUpdate {
 /// `GET /v1/pools/{pool}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(test, ts(optional_fields))]
 pub struct PoolView {
     pub pool: PoolName,
@@ -260,6 +262,7 @@ pub struct PoolView {
 /// One node in a pool view.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(test, ts(optional_fields))]
 pub struct NodeView {
     pub node_id: NodeId,
@@ -277,6 +280,7 @@ pub struct NodeView {
 /// One analysis in `GET /v1/pools/{pool}/analyses`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(test, ts(optional_fields))]
 pub struct PoolAnalysis {
     pub analysis_id: AnalysisId,
