@@ -5,7 +5,8 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use eventsource_stream::{Event, EventStreamError, Eventsource};
+pub use eventsource_stream::Event;
+use eventsource_stream::{EventStreamError, Eventsource};
 use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 use stagecast_shared::stored::StoredEvent;
@@ -51,22 +52,27 @@ impl SseStream {
         Ok(Ok(SseStream { headers, events }))
     }
 
-    /// The next event but heartbeats (`pong`); None once the stream ended.
-    pub async fn next(&mut self, timeout: Duration) -> anyhow::Result<Option<SseEvent>> {
-        loop {
-            let Some(item) = tokio::time::timeout(timeout, self.events.next()).await? else {
-                return Ok(None);
-            };
+    /// The next event but heartbeats (`pong`), as it came; None once the stream ended.
+    pub async fn next_raw(&mut self) -> anyhow::Result<Option<Event>> {
+        while let Some(item) = self.events.next().await {
             let event = item?;
-            if event.event == "pong" {
-                continue;
+            if event.event != "pong" {
+                return Ok(Some(event));
             }
-            return Ok(Some(SseEvent {
-                data: serde_json::from_str(&event.data)?,
-                event: event.event,
-                id: event.id,
-            }));
         }
+        Ok(None)
+    }
+
+    /// The next event but heartbeats, its data parsed; None once the stream ended.
+    pub async fn next(&mut self, timeout: Duration) -> anyhow::Result<Option<SseEvent>> {
+        let Some(event) = tokio::time::timeout(timeout, self.next_raw()).await?? else {
+            return Ok(None);
+        };
+        Ok(Some(SseEvent {
+            data: serde_json::from_str(&event.data)?,
+            event: event.event,
+            id: event.id,
+        }))
     }
 
     /// Stored events until seq `last` arrived; checks each one's `id:` is its seq.

@@ -564,3 +564,55 @@ async fn the_socket_route_without_an_upgrade_is_a_clear_400() {
     assert_eq!(status, 400);
     assert_error(&body, "invalid_request");
 }
+
+#[tokio::test]
+async fn the_edge_serves_its_openapi_document_and_answers_cors_preflights() {
+    let edge = shared_edge().await;
+    let resp = reqwest::get(format!("{}/openapi.json", edge.base_url()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let served: Value = resp.json().await.unwrap();
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(stagecast_e2e::edge::repo_root().join("docs/openapi/edge.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        served, committed,
+        "the Worker serves the committed document"
+    );
+    assert!(served["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert!(served["paths"]["/v1/analyses/{id}/stream"]["get"].is_object());
+
+    // A page on another origin may send its token in Authorization and read the answer.
+    let url = format!("{}/v1/analyses/cors-1/cancel", edge.base_url());
+    let preflight = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    let allowed = |name: &str| preflight.headers()[name].to_str().unwrap().to_owned();
+    assert_eq!(allowed("access-control-allow-origin"), "*");
+    assert!(allowed("access-control-allow-methods").contains("POST"));
+    assert!(allowed("access-control-allow-headers").contains("authorization"));
+    let refused = reqwest::Client::new()
+        .get(format!("{}/v1/analyses/cors-1", edge.base_url()))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(refused.headers()["access-control-allow-origin"], "*");
+    let (status, body) = get(
+        &format!("{}/v1/analyses/cors-1", edge.base_url()),
+        Some(&Tokens::viewer("cors-1")),
+    )
+    .await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("pending")));
+}

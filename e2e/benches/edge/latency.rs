@@ -3,13 +3,15 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use anyhow::Context;
+use futures_util::{StreamExt, stream};
 use serde_json::json;
 use stagecast_e2e::Tokens;
 use stagecast_e2e::client::Ws;
+use stagecast_e2e::sse::SseStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::{Bench, Target, ms, quantile};
+use crate::{Bench, CONNECT_CONCURRENCY, Target, ms, quantile};
 
 /// Latency runs: single-event batches, one every `LATENCY_PACE`.
 pub const LATENCY_EVENTS: usize = 200;
@@ -30,15 +32,22 @@ pub struct Latency {
     publish_rtt_p50_us: u64,
 }
 
-/// Reads event frames until `expected` arrived or `deadline`; each progress event's
-/// `message` holds the send instant (µs since `origin`).
+/// The send instant (µs since the bench's origin) a progress event's frame carries in its
+/// `message`.
+fn stamp(frame: &str) -> Option<u64> {
+    const STAMP: &str = r#""message":""#;
+    let at = frame.find(STAMP)?;
+    frame[at + STAMP.len()..].split('"').next()?.parse().ok()
+}
+
+/// Reads event frames until `expected` arrived or `deadline`: each one's latency, and the
+/// frames' bytes.
 pub async fn receive(
     mut ws: Ws,
     origin: Instant,
     expected: usize,
     deadline: tokio::time::Instant,
 ) -> (Vec<u64>, u64) {
-    const STAMP: &str = r#""message":""#;
     let mut samples = Vec::with_capacity(expected);
     let mut bytes = 0u64;
     while samples.len() < expected {
@@ -50,11 +59,7 @@ pub async fn receive(
         if !text.starts_with(r#"{"type":"event""#) {
             continue;
         }
-        let Some(at) = text.find(STAMP) else { continue };
-        let rest = &text[at + STAMP.len()..];
-        let Some(sent) = rest.split('"').next().and_then(|s| s.parse::<u64>().ok()) else {
-            continue;
-        };
+        let Some(sent) = stamp(&text) else { continue };
         bytes += text.len() as u64;
         samples.push(arrived.saturating_sub(sent));
     }
@@ -62,6 +67,38 @@ pub async fn receive(
     (samples, bytes)
 }
 
+/// [`receive`] on a Server-Sent Events stream; the bytes are the `data:` lines'.
+async fn receive_sse(
+    mut stream: SseStream,
+    origin: Instant,
+    expected: usize,
+    deadline: tokio::time::Instant,
+) -> (Vec<u64>, u64) {
+    let mut samples = Vec::with_capacity(expected);
+    let mut bytes = 0u64;
+    while samples.len() < expected {
+        let Ok(Ok(Some(event))) = tokio::time::timeout_at(deadline, stream.next_raw()).await else {
+            break;
+        };
+        let arrived = origin.elapsed().as_micros() as u64;
+        let Some(sent) = stamp(&event.data).filter(|_| event.event == "event") else {
+            continue;
+        };
+        bytes += event.data.len() as u64;
+        samples.push(arrived.saturating_sub(sent));
+    }
+    (samples, bytes)
+}
+
+/// Long enough for every publish and the drain after it.
+fn receive_deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now()
+        + LATENCY_PACE * LATENCY_EVENTS as u32
+        + Duration::from_secs(20)
+        + DRAIN_TIMEOUT
+}
+
+/// WebSocket subscribers.
 pub async fn latency(
     bench: &Bench,
     target: &Target,
@@ -73,18 +110,64 @@ pub async fn latency(
     let sockets = bench.open_sockets(target, &id, subscribers).await?;
     let connect = connecting.elapsed();
     let hello_bytes = sockets[0].1;
-
-    // Long enough for every publish and the drain after it.
-    let deadline = tokio::time::Instant::now()
-        + LATENCY_PACE * LATENCY_EVENTS as u32
-        + Duration::from_secs(20)
-        + DRAIN_TIMEOUT;
-    let receivers: Vec<_> = sockets
+    let deadline = receive_deadline();
+    let receivers = sockets
         .into_iter()
         .map(|(ws, _)| tokio::spawn(receive(ws, bench.origin, LATENCY_EVENTS, deadline)))
         .collect();
+    paced(bench, target, &id, receivers, connect, hello_bytes).await
+}
 
-    let token = Tokens::node(&id);
+/// Server-Sent Events subscribers (`GET /v1/analyses/{id}/stream`, Stagecast only).
+pub async fn sse_latency(
+    bench: &Bench,
+    target: &Target,
+    subscribers: usize,
+) -> anyhow::Result<Latency> {
+    let id = format!("sse-lat-{subscribers}");
+    bench.start_analysis(target, &id).await?;
+    let url = format!(
+        "{}/v1/analyses/{id}/stream?token={}",
+        target.http,
+        Tokens::viewer(&id)
+    );
+    let connecting = Instant::now();
+    let opened: Vec<anyhow::Result<(SseStream, usize)>> = stream::iter(0..subscribers)
+        .map(|_| async {
+            let mut stream = SseStream::open(&url, None, None)
+                .await?
+                .map_err(|(status, body)| anyhow::anyhow!("refused: {status} {body}"))?;
+            let hello = stream
+                .next_raw()
+                .await?
+                .context("the stream ended before its hello")?;
+            Ok((stream, hello.data.len()))
+        })
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .collect()
+        .await;
+    let streams = opened.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    let connect = connecting.elapsed();
+    let hello_bytes = streams[0].1;
+    let deadline = receive_deadline();
+    let receivers = streams
+        .into_iter()
+        .map(|(s, _)| tokio::spawn(receive_sse(s, bench.origin, LATENCY_EVENTS, deadline)))
+        .collect();
+    paced(bench, target, &id, receivers, connect, hello_bytes).await
+}
+
+/// Publishes the paced, stamped events to `id` and gathers what `receivers` measured.
+async fn paced(
+    bench: &Bench,
+    target: &Target,
+    id: &str,
+    receivers: Vec<tokio::task::JoinHandle<(Vec<u64>, u64)>>,
+    connect: Duration,
+    hello_bytes: usize,
+) -> anyhow::Result<Latency> {
+    let subscribers = receivers.len();
+    let token = Tokens::node(id);
     let mut ticker = tokio::time::interval(LATENCY_PACE);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rtts = Vec::with_capacity(LATENCY_EVENTS);
@@ -94,7 +177,7 @@ pub async fn latency(
         let sent = bench.now_us();
         let event = json!({"id": format!("p-{i}"), "type": "progress", "stage": "run",
             "stage_progress": i as f64 / LATENCY_EVENTS as f64, "message": sent.to_string()});
-        match bench.publish(target, &id, &token, &[event]).await {
+        match bench.publish(target, id, &token, &[event]).await {
             Ok(_) => published += 1,
             Err(e) => eprintln!("  {}: publish {i}: {e:#}", target.name),
         }
@@ -160,4 +243,43 @@ fn print_latency_row(r: &Latency) {
         ms(r.samples.last().copied().unwrap_or(0)),
         ms(r.publish_rtt_p50_us),
     );
+}
+
+/// Stagecast's WebSocket rows beside its Server-Sent Events rows of the same run.
+pub fn print_transports(
+    websocket: &[(usize, anyhow::Result<Latency>)],
+    sse: &[(usize, anyhow::Result<Latency>)],
+) {
+    println!();
+    println!("## Stagecast: WebSocket and Server-Sent Events, same run");
+    println!();
+    println!(
+        "The latency run above, on `GET /v1/analyses/{{id}}/stream` (each subscriber one HTTP response, read with `eventsource-stream`) beside the WebSocket rows with as many subscribers."
+    );
+    println!();
+    println!(
+        "| transport | subscribers | connect all (s) | pairs received | pairs missing | p50 (ms) | p99 (ms) | max (ms) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (n, sse) in sse {
+        let ws = websocket.iter().find(|(m, _)| m == n).map(|(_, r)| r);
+        for (name, r) in [("WebSocket", ws), ("Server-Sent Events", Some(sse))] {
+            match r {
+                Some(Ok(r)) => println!(
+                    "| {name} | {n} | {:.2} | {} | {} | {} | {} | {} |",
+                    r.connect.as_secs_f64(),
+                    r.samples.len(),
+                    r.missing,
+                    ms(quantile(&r.samples, 0.5)),
+                    ms(quantile(&r.samples, 0.99)),
+                    ms(r.samples.last().copied().unwrap_or(0)),
+                ),
+                Some(Err(e)) => println!(
+                    "| {name} | {n} | failed: {} | | | | | |",
+                    format!("{e:#}").replace('|', "/")
+                ),
+                None => println!("| {name} | {n} | not run | | | | | |"),
+            }
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! Edge benchmarks against the real edge (wrangler dev -> workerd on loopback), printed as
-//! markdown: publish-to-delivery latency with 1, 100 and 1000 subscribers, publish
+//! markdown: publish-to-delivery latency with 1, 100 and 1000 subscribers (and over
+//! Server-Sent Events with 1 and 100), publish
 //! throughput, frame sizes, and workerd memory per 1000 idle sockets. The latency runs are
 //! repeated against peer relays (FastAPI + Redis pub/sub, `bench/peers/fastapi_redis`, and
 //! a PartyServer Durable Object on the same workerd, `bench/peers/partyserver`, each
@@ -29,7 +30,7 @@ use stagecast_e2e::stats::{ms, quantile};
 use stagecast_e2e::{Edge, Tokens};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::latency::{Latency, print_latency};
+use crate::latency::{Latency, print_latency, print_transports, sse_latency};
 use crate::memory::{IDLE_SOCKETS, print_memory};
 use crate::peers::{PEERS, Peer};
 use crate::resume::{Resume, print_resume};
@@ -46,6 +47,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Handshakes in flight at once while opening many sockets.
 const CONNECT_CONCURRENCY: usize = 64;
+
+/// Subscriber counts of the Server-Sent Events latency runs.
+const SSE_SUBSCRIBERS: [usize; 2] = [1, 100];
 
 /// Sequential `GET /healthz` requests of the floor measurement.
 const FLOOR_REQUESTS: usize = 200;
@@ -129,6 +133,15 @@ async fn run() -> anyhow::Result<()> {
         processes: &["workerd"],
     };
     let mut systems = vec![measure(&bench, &stagecast).await];
+    let mut sse = Vec::new();
+    for subscribers in SSE_SUBSCRIBERS {
+        eprintln!("Stagecast: Server-Sent Events latency with {subscribers} subscribers");
+        let r = sse_latency(&bench, &bench.stagecast, subscribers).await;
+        if let Err(e) = &r {
+            eprintln!("  {e:#}");
+        }
+        sse.push((subscribers, r));
+    }
     for spec in &PEERS {
         let starting = Instant::now();
         let runs = match Peer::start(spec).await {
@@ -156,6 +169,7 @@ async fn run() -> anyhow::Result<()> {
     for runs in &systems {
         print_latency(runs.name, &runs.latency);
     }
+    print_transports(&systems[0].latency, &sse);
     for runs in &systems {
         print_throughput(runs.name, &runs.throughput);
     }
