@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures_util::{StreamExt, stream};
+use futures_util::{Stream, StreamExt, stream};
 use serde_json::json;
 use stagecast_e2e::Tokens;
 use stagecast_e2e::client::Ws;
@@ -42,52 +42,60 @@ fn stamp(frame: &str) -> Option<u64> {
 
 /// Reads event frames until `expected` arrived or `deadline`: each one's latency, and the
 /// frames' bytes.
+async fn collect(
+    frames: impl Stream<Item = String>,
+    origin: Instant,
+    expected: usize,
+    deadline: tokio::time::Instant,
+) -> (Vec<u64>, u64) {
+    let mut frames = std::pin::pin!(frames);
+    let mut samples = Vec::with_capacity(expected);
+    let mut bytes = 0u64;
+    while samples.len() < expected {
+        let Ok(Some(frame)) = tokio::time::timeout_at(deadline, frames.next()).await else {
+            break;
+        };
+        let arrived = origin.elapsed().as_micros() as u64;
+        let Some(sent) = stamp(&frame) else { continue };
+        bytes += frame.len() as u64;
+        samples.push(arrived.saturating_sub(sent));
+    }
+    (samples, bytes)
+}
+
+/// [`collect`] on a socket, which it closes afterwards.
 pub async fn receive(
     mut ws: Ws,
     origin: Instant,
     expected: usize,
     deadline: tokio::time::Instant,
 ) -> (Vec<u64>, u64) {
-    let mut samples = Vec::with_capacity(expected);
-    let mut bytes = 0u64;
-    while samples.len() < expected {
-        let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, ws.next()).await else {
-            break;
-        };
-        let Message::Text(text) = msg else { continue };
-        let arrived = origin.elapsed().as_micros() as u64;
-        if !text.starts_with(r#"{"type":"event""#) {
-            continue;
-        }
-        let Some(sent) = stamp(&text) else { continue };
-        bytes += text.len() as u64;
-        samples.push(arrived.saturating_sub(sent));
-    }
+    let frames = (&mut ws).filter_map(|msg| {
+        std::future::ready(match msg {
+            Ok(Message::Text(text)) if text.starts_with(r#"{"type":"event""#) => {
+                Some(text.to_string())
+            }
+            _ => None,
+        })
+    });
+    let measured = collect(frames, origin, expected, deadline).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
-    (samples, bytes)
+    measured
 }
 
-/// [`receive`] on a Server-Sent Events stream; the bytes are the `data:` lines'.
+/// [`collect`] on a Server-Sent Events stream; the bytes are the `data:` lines'.
 async fn receive_sse(
-    mut stream: SseStream,
+    sse: SseStream,
     origin: Instant,
     expected: usize,
     deadline: tokio::time::Instant,
 ) -> (Vec<u64>, u64) {
-    let mut samples = Vec::with_capacity(expected);
-    let mut bytes = 0u64;
-    while samples.len() < expected {
-        let Ok(Ok(Some(event))) = tokio::time::timeout_at(deadline, stream.next_raw()).await else {
-            break;
-        };
-        let arrived = origin.elapsed().as_micros() as u64;
-        let Some(sent) = stamp(&event.data).filter(|_| event.event == "event") else {
-            continue;
-        };
-        bytes += event.data.len() as u64;
-        samples.push(arrived.saturating_sub(sent));
-    }
-    (samples, bytes)
+    let events = stream::unfold(sse, |mut sse| async move {
+        let event = sse.next_raw().await.ok().flatten()?;
+        Some((event, sse))
+    });
+    let frames = events.filter_map(|e| std::future::ready((e.event == "event").then_some(e.data)));
+    collect(frames, origin, expected, deadline).await
 }
 
 /// Long enough for every publish and the drain after it.
