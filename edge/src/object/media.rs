@@ -49,7 +49,7 @@ impl AnalysisObject {
         };
         self.commit(&[], limits)?;
         // an upload never submitted is deleted a retention period later
-        self.schedule(limits, None, false).await?;
+        self.schedule(limits, None).await?;
         if let Some(old) = replaced {
             bucket(&self.env)?
                 .delete(self.keys(id).input(&old.upload_id))

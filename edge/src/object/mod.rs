@@ -46,6 +46,12 @@ pub struct AnalysisObject {
     tenant_saved: Cell<bool>,
     /// Artifact names being stored now: a second upload of one waits its turn.
     artifacts_in_flight: RefCell<HashSet<ArtifactName>>,
+    /// The alarm this instance knows storage holds (None: none), so a publish need not ask
+    /// storage for it; unknown (None) until it read or set one.
+    alarm_at: Cell<Option<Option<i64>>>,
+    /// The limits, read from the Worker's vars once: they change only with a deploy, which
+    /// starts new instances.
+    limits: RefCell<Option<crate::config::Limits>>,
     /// The open Server-Sent Events streams: unlike sockets they do not hibernate, so they
     /// live (and die) with this instance.
     streams: stream::Streams,
@@ -73,6 +79,8 @@ impl DurableObject for AnalysisObject {
             tenant: RefCell::new(None),
             tenant_saved: Cell::new(false),
             artifacts_in_flight: RefCell::new(HashSet::new()),
+            alarm_at: Cell::new(None),
+            limits: RefCell::new(None),
             streams: stream::Streams::default(),
         }
     }

@@ -69,7 +69,7 @@ impl AnalysisObject {
             }
             Ok(outcome) => {
                 self.commit(&outcome.stored, limits)?;
-                self.schedule(limits, None, false).await?;
+                self.schedule(limits, None).await?;
                 if outcome.stored.iter().any(|e| e.event.is_terminal()) {
                     self.tell_pool_finished(id).await;
                 }
@@ -157,7 +157,7 @@ impl AnalysisObject {
         for frame in &frames {
             pair.server.send_with_str(&frame.text)?;
         }
-        self.schedule(limits, Some(fwd.principal.expires_at_ms), false)
+        self.schedule(limits, Some(fwd.principal.expires_at_ms))
             .await?;
         websocket_response(pair.client, select_subprotocol)
     }
@@ -209,6 +209,8 @@ impl AnalysisObject {
     }
 
     pub(super) async fn on_alarm(&self) -> Result<Response> {
+        // The alarm that woke us is spent: the next deadline needs a new one.
+        self.alarm_at.set(Some(None));
         let Ok(limits) = self.limits() else {
             return Response::ok("misconfigured");
         };
@@ -248,8 +250,7 @@ impl AnalysisObject {
                 _ => {}
             }
         }
-        self.schedule(&limits, next_expiry(&live, now), true)
-            .await?;
+        self.schedule(&limits, next_expiry(&live, now)).await?;
         Response::ok("ok")
     }
 

@@ -34,10 +34,16 @@ impl AnalysisObject {
     }
 
     pub(super) fn limits(&self) -> std::result::Result<Limits, ErrorBody> {
-        Limits::from_vars(|name| self.env.var(name).ok().map(|v| v.to_string())).map_err(|e| {
-            tracing::error!(error = %e, "edge misconfigured");
-            ErrorBody::new(ErrorCode::Internal, "the edge is misconfigured")
-        })
+        if let Some(limits) = self.limits.borrow().as_ref() {
+            return Ok(limits.clone());
+        }
+        let limits = Limits::from_vars(|name| self.env.var(name).ok().map(|v| v.to_string()))
+            .map_err(|e| {
+                tracing::error!(error = %e, "edge misconfigured");
+                ErrorBody::new(ErrorCode::Internal, "the edge is misconfigured")
+            })?;
+        *self.limits.borrow_mut() = Some(limits.clone());
+        Ok(limits)
     }
 
     /// The state machine, loaded from storage on first use.
@@ -101,27 +107,29 @@ impl AnalysisObject {
         Ok(())
     }
 
-    /// Makes sure the one alarm fires by the earliest pending deadline; `replace` drops
-    /// the current alarm first (the alarm handler, which consumed it).
-    pub(super) async fn schedule(
-        &self,
-        limits: &Limits,
-        socket_expiry: Option<i64>,
-        replace: bool,
-    ) -> Result<()> {
-        let analysis = self.analysis.borrow().clone();
-        let Some(deadline) = next_alarm(analysis.as_ref(), limits, socket_expiry) else {
+    /// Makes sure the one alarm fires by the earliest pending deadline. Storage is asked
+    /// for the alarm once per instance, and written only when the deadline moves earlier.
+    pub(super) async fn schedule(&self, limits: &Limits, socket_expiry: Option<i64>) -> Result<()> {
+        let deadline = {
+            let analysis = self.analysis.borrow();
+            next_alarm(analysis.as_ref(), limits, socket_expiry)
+        };
+        let Some(deadline) = deadline else {
             return Ok(());
         };
         let storage = self.state.storage();
-        let current = if replace {
-            None
-        } else {
-            storage.get_alarm().await?
+        let current = match self.alarm_at.get() {
+            Some(known) => known,
+            None => {
+                let stored = storage.get_alarm().await?;
+                self.alarm_at.set(Some(stored));
+                stored
+            }
         };
         if current.is_none_or(|c| deadline < c) {
             let at = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(deadline as f64));
             storage.set_alarm(ScheduledTime::new(at)).await?;
+            self.alarm_at.set(Some(Some(deadline)));
         }
         Ok(())
     }
