@@ -8,6 +8,9 @@ TOOLS="$CACHE/tools"
 ORT_VERSION="1.32.0"
 ORT_DYLIB="$CACHE/onnxruntime/$ORT_VERSION/libonnxruntime.so.$ORT_VERSION"
 MODELS_DIR="$CACHE/models"
+SAMPLES_DIR="$CACHE/samples"
+# The Python reference (scripts/reference.py) runs in this venv's python.
+REF_PYTHON="$CACHE/reference/venv/bin/python"
 WASM_LINKER=/usr/lib/llvm-19/bin/wasm-ld
 
 log() { printf '\033[1;34m[stagecast]\033[0m %s\n' "$*" >&2; }

@@ -16,6 +16,7 @@ log "shared crate for wasm32 (both sides of the wire use it)"
 with_wasm_toolchain cargo build -q -p stagecast-shared --target wasm32-unknown-unknown --release
 
 export STAGECAST_ORT_DYLIB="$ORT_DYLIB" STAGECAST_MODELS_DIR="$MODELS_DIR"
+export STAGECAST_SAMPLES_DIR="$SAMPLES_DIR" STAGECAST_REF_PYTHON="$REF_PYTHON"
 log "Rust tests: unit, property, and end to end against the real edge in workerd"
 # The end-to-end tests run the node binary, which Cargo builds only for compute's own tests.
 cargo build -q -p stagecast-node

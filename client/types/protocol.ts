@@ -10,12 +10,12 @@ export type Event = { id: string,
  * The node's clock (ms since the Unix epoch). Informational only: the edge orders,
  * times and estimates with its own clock.
  */
-ts?: number, } & ({ "type": "started", stages: Array<StageSpec>, total_frames?: number, model?: string, node?: string, } | { "type": "progress", stage: string, stage_progress: number, frames_done?: number, frames_total?: number, message?: string, } | { "type": "partial_result", regions: Array<Region>, } | { "type": "completed", result: AnalysisResult, } | { "type": "failed", error: ErrorInfo, } | { "type": "cancelled", reason?: string, } | { "type": "heartbeat", metrics?: Metrics, });
+ts?: number, } & ({ "type": "started", stages: Array<StageSpec>, total_frames?: number, model?: string, node?: string, } | { "type": "progress", stage: string, stage_progress: number, frames_done?: number, frames_total?: number, message?: string, } | { "type": "partial_result", regions: Array<Region>, scores?: Array<FrameScore>, } | { "type": "completed", result: AnalysisResult, } | { "type": "failed", error: ErrorInfo, } | { "type": "cancelled", reason?: string, } | { "type": "heartbeat", metrics?: Metrics, });
 
 /**
  * The `type` of a node event and its fields.
  */
-export type EventKind = { "type": "started", stages: Array<StageSpec>, total_frames?: number, model?: string, node?: string, } | { "type": "progress", stage: string, stage_progress: number, frames_done?: number, frames_total?: number, message?: string, } | { "type": "partial_result", regions: Array<Region>, } | { "type": "completed", result: AnalysisResult, } | { "type": "failed", error: ErrorInfo, } | { "type": "cancelled", reason?: string, } | { "type": "heartbeat", metrics?: Metrics, };
+export type EventKind = { "type": "started", stages: Array<StageSpec>, total_frames?: number, model?: string, node?: string, } | { "type": "progress", stage: string, stage_progress: number, frames_done?: number, frames_total?: number, message?: string, } | { "type": "partial_result", regions: Array<Region>, scores?: Array<FrameScore>, } | { "type": "completed", result: AnalysisResult, } | { "type": "failed", error: ErrorInfo, } | { "type": "cancelled", reason?: string, } | { "type": "heartbeat", metrics?: Metrics, };
 
 /**
  * A stage declared by `started`. Overall progress is the weight-averaged stage progress.
@@ -37,7 +37,12 @@ units?: Units,
 /**
  * Confidence in 0..=1.
  */
-score: number, label?: string, };
+score: number, label?: string, 
+/**
+ * Landmarks inside the box as `[x, y]` pairs in the box's units (a face's eyes, nose
+ * and mouth corners, in that order).
+ */
+points?: Array<[number, number]>, };
 
 /**
  * Units of a region's box.

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::PipelineOptions;
 use crate::error::Error;
 use crate::model::{DEFAULT_MODEL, Model};
-use crate::pipeline::{self, InputPolicy, Outcome, Source, Update, Upload};
+use crate::pipeline::{self, InputPolicy, Outcome, Source, Stage, Update, Upload};
 use crate::publish::{
     self, Delivered, EdgeClient, Fence, Fencing, Outbox, OutboxError, Publication, StaleReason,
 };
@@ -535,7 +535,13 @@ impl Jobs {
             }
             Work::Fail { model, error } => {
                 tracing::warn!(analysis = %id, code = error.code(), "leased run failed before it started: {error}");
-                let updates = [Update::Started { model }, Update::Failed(error.to_info())];
+                let updates = [
+                    Update::Started {
+                        model,
+                        stages: Stage::ONE_MODEL.to_vec(),
+                    },
+                    Update::Failed(error.to_info()),
+                ];
                 for event in updates.iter().filter_map(Update::to_event) {
                     record(&event);
                     if let Some(p) = &publication {

@@ -52,8 +52,13 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
     },
-    /// Findings so far: each event carries new regions (they add up in `regions_count`).
-    PartialResult { regions: Vec<Region> },
+    /// Findings so far: each event carries new regions (they add up in `regions_count`)
+    /// and, optionally, the scores of the frames it covers, for a score-over-time chart.
+    PartialResult {
+        regions: Vec<Region>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scores: Option<Vec<FrameScore>>,
+    },
     /// Success.
     Completed { result: AnalysisResult },
     /// Failure.
@@ -121,6 +126,19 @@ pub struct Region {
     pub score: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// Landmarks inside the box as `[x, y]` pairs in the box's units (a face's eyes, nose
+    /// and mouth corners, in that order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points: Option<Vec<[f64; 2]>>,
+}
+
+/// One frame's score (0..=1), as the analysis' score is the best of them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FrameScore {
+    pub frame: u64,
+    pub score: f64,
 }
 
 /// Units of a region's box.

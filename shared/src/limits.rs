@@ -10,6 +10,10 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 pub const MAX_EVENTS_PER_BATCH: usize = 100;
 /// Regions in one `partial_result` event or one `completed` result.
 pub const MAX_REGIONS_PER_EVENT: usize = 1000;
+/// Landmarks (`points`) of one region.
+pub const MAX_POINTS_PER_REGION: usize = 16;
+/// Frame scores in one `partial_result` event.
+pub const MAX_SCORES_PER_EVENT: usize = 1000;
 /// Stages declared by `started`: at least one, at most this many.
 pub const MAX_STAGES: usize = 64;
 

@@ -200,7 +200,15 @@ impl Checker {
                 }
                 self.opt_text(".message", message.as_deref(), MAX_MESSAGE_LEN)
             }
-            EventKind::PartialResult { regions } => self.regions(".regions", regions),
+            EventKind::PartialResult { regions, scores } => {
+                self.regions(".regions", regions)?;
+                let scores = scores.as_deref().unwrap_or_default();
+                self.count(".scores", scores.len(), 0, MAX_SCORES_PER_EVENT)?;
+                for (i, s) in scores.iter().enumerate() {
+                    self.range(&format!(".scores[{i}].score"), s.score, 0.0, 1.0)?;
+                }
+                Ok(())
+            }
             EventKind::Completed { result } => self.result(result),
             EventKind::Failed { error } => {
                 self.name(".error.code", &error.code, MAX_CODE_LEN)?;
@@ -263,6 +271,18 @@ impl Checker {
                 region.label.as_deref(),
                 MAX_LABEL_LEN,
             )?;
+            let points = region.points.as_deref().unwrap_or_default();
+            let path = format!("{field}[{i}].points");
+            self.count(&path, points.len(), 0, MAX_POINTS_PER_REGION)?;
+            for (j, point) in points.iter().enumerate() {
+                for value in point {
+                    if normalized {
+                        self.range(&format!("{path}[{j}]"), *value, 0.0, 1.0)?;
+                    } else {
+                        self.non_negative(&format!("{path}[{j}]"), *value)?;
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -102,7 +102,8 @@ fn parses_partial_result() {
         {"frame": 3, "x": 0.1, "y": 0.2, "w": 0.3, "h": 0.4, "units": "normalized", "score": 0.9, "label": "face"},
         {"frame": 4, "x": 10, "y": 20, "w": 30, "h": 40, "score": 0.5}]}));
     match &e.kind {
-        EventKind::PartialResult { regions } => {
+        EventKind::PartialResult { regions, scores } => {
+            assert_eq!(*scores, None);
             assert_eq!(regions[0].units, Some(Units::Normalized));
             assert_eq!(regions[1].units, None);
             assert_eq!(regions[0].label.as_deref(), Some("face"));

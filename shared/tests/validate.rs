@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use serde_json::json;
 use stagecast_shared::api::{ApiError, ErrorCode};
-use stagecast_shared::event::{Event, EventKind, Metrics, Units};
+use stagecast_shared::event::{Event, EventKind, FrameScore, Metrics, Units};
 use stagecast_shared::limits::*;
 use stagecast_shared::validate::{
     PublishError, Rule, ValidationError, parse_publish_body, validate_event,
@@ -100,7 +100,7 @@ fn event_id_follows_the_id_rule() {
 #[test]
 fn path_names_the_event_index_and_field() {
     let mut bad = partial("p", 10);
-    if let EventKind::PartialResult { regions } = &mut bad.kind {
+    if let EventKind::PartialResult { regions, .. } = &mut bad.kind {
         regions[7].w = -1.0;
     }
     let events = [heartbeat("a"), heartbeat("b"), heartbeat("c"), bad];
@@ -232,7 +232,7 @@ fn regions_are_capped_at_1000_per_event() {
 fn region_coordinates_are_finite_and_non_negative() {
     for (field, value) in [("x", -0.5), ("y", f64::NAN), ("h", f64::INFINITY)] {
         let mut e = partial("p", 1);
-        if let EventKind::PartialResult { regions } = &mut e.kind {
+        if let EventKind::PartialResult { regions, .. } = &mut e.kind {
             match field {
                 "x" => regions[0].x = value,
                 "y" => regions[0].y = value,
@@ -246,7 +246,7 @@ fn region_coordinates_are_finite_and_non_negative() {
 #[test]
 fn normalized_regions_stay_within_0_to_1() {
     let mut e = partial("p", 1);
-    if let EventKind::PartialResult { regions } = &mut e.kind {
+    if let EventKind::PartialResult { regions, .. } = &mut e.kind {
         regions[0].units = Some(Units::Normalized);
         regions[0].x = 0.5;
         regions[0].y = 0.5;
@@ -259,15 +259,52 @@ fn normalized_regions_stay_within_0_to_1() {
 #[test]
 fn region_score_and_label_are_bounded() {
     let mut e = partial("p", 2);
-    if let EventKind::PartialResult { regions } = &mut e.kind {
+    if let EventKind::PartialResult { regions, .. } = &mut e.kind {
         regions[1].score = 1.5;
     }
     assert_eq!(path_of(e), "events[0].regions[1].score");
     let mut e = partial("p", 1);
-    if let EventKind::PartialResult { regions } = &mut e.kind {
+    if let EventKind::PartialResult { regions, .. } = &mut e.kind {
         regions[0].label = Some("l".repeat(MAX_LABEL_LEN + 1));
     }
     assert_eq!(path_of(e), "events[0].regions[0].label");
+}
+
+#[test]
+fn landmarks_and_frame_scores_are_bounded() {
+    let with = |points: Vec<[f64; 2]>, scores: Vec<FrameScore>| {
+        let mut e = partial("p", 1);
+        if let EventKind::PartialResult { regions, scores: s } = &mut e.kind {
+            regions[0].points = Some(points);
+            *s = Some(scores);
+        }
+        e
+    };
+    let score = |score| FrameScore { frame: 0, score };
+    assert!(validate_event(&with(vec![[1.0, 2.0]; 5], vec![score(0.5); 8]), 0).is_ok());
+    let too_many = with(vec![[1.0, 2.0]; MAX_POINTS_PER_REGION + 1], vec![]);
+    assert_eq!(path_of(too_many), "events[0].regions[0].points");
+    assert_eq!(
+        path_of(with(vec![[1.0, -2.0]], vec![])),
+        "events[0].regions[0].points[0]"
+    );
+    assert_eq!(
+        path_of(with(vec![], vec![score(0.1), score(1.5)])),
+        "events[0].scores[1].score"
+    );
+    let scores = vec![score(0.1); MAX_SCORES_PER_EVENT + 1];
+    assert_eq!(path_of(with(vec![], scores)), "events[0].scores");
+    // both are optional on the wire, and parse as sent
+    let e: Event = serde_json::from_value(json!({"id": "p", "type": "partial_result",
+        "regions": [{"frame": 1, "x": 1, "y": 1, "w": 2, "h": 2, "score": 0.9,
+                     "points": [[1.5, 1.5], [2, 2]]}],
+        "scores": [{"frame": 1, "score": 0.9}]}))
+    .unwrap();
+    assert!(validate_event(&e, 0).is_ok());
+    assert_eq!(
+        serde_json::to_value(&e).unwrap()["regions"][0]["points"],
+        json!([[1.5, 1.5], [2.0, 2.0]])
+    );
 }
 
 #[test]

@@ -27,8 +27,12 @@ pub struct Manifest {
 #[serde(deny_unknown_fields)]
 pub struct InputSpec {
     pub name: String,
-    /// `[B, 3, H, W]`; -1 marks a dynamic dimension.
+    /// `[B, 3, H, W]`; -1 marks a dynamic dimension. A fixed H with a dynamic W is a text
+    /// line: W follows the aspect ratio up to `max_side`.
     pub shape: [i64; 4],
+    /// How the tensor lays those dimensions out.
+    #[serde(default)]
+    pub layout: Layout,
     /// Dynamic H and W are rounded to a multiple of this.
     #[serde(default = "one")]
     pub size_multiple: u32,
@@ -54,6 +58,29 @@ pub enum ChannelOrder {
     Bgr,
 }
 
+/// The order of a tensor's dimensions; `shape` is always written `[B, C, H, W]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    #[default]
+    Nchw,
+    /// Channels last (TensorFlow's).
+    Nhwc,
+    /// Channels last with width before height: Keras ports such as MTCNN's.
+    Nwhc,
+}
+
+impl Layout {
+    /// `[B, C, H, W]` in this layout's order.
+    pub fn order(self, [b, c, h, w]: [i64; 4]) -> [i64; 4] {
+        match self {
+            Self::Nchw => [b, c, h, w],
+            Self::Nhwc => [b, h, w, c],
+            Self::Nwhc => [b, w, h, c],
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum OutputSpec {
@@ -62,6 +89,46 @@ pub enum OutputSpec {
     DetectorProbabilityMap(DetectorSpec),
     /// `[B, classes]` scores for the whole frame.
     Classifier(ClassifierSpec),
+    /// `[B, T, characters]` per-step probabilities of a text line (CRNN/SVTR with CTC):
+    /// the label is the text read.
+    Ctc(CtcSpec),
+    /// MTCNN's three networks: `file` is P-Net; faces come out as boxes with five landmarks.
+    Mtcnn(MtcnnSpec),
+}
+
+impl OutputSpec {
+    /// Whether the output is regions of a frame that a next model can label.
+    pub fn finds_regions(&self) -> bool {
+        matches!(self, Self::DetectorProbabilityMap(_) | Self::Mtcnn(_))
+    }
+
+    /// Whether the output can label a region cropped out for it.
+    pub fn labels_regions(&self) -> bool {
+        matches!(self, Self::Classifier(_) | Self::Ctc(_))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CtcSpec {
+    /// The model's metadata key holding its characters, one a line (PaddleOCR's
+    /// `character`); index 0 is CTC's blank and a space follows the last.
+    pub characters_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtcnnSpec {
+    /// R-Net and O-Net, relative to the models folder.
+    pub rnet: PathBuf,
+    pub onet: PathBuf,
+    pub label: String,
+    /// The smallest face looked for, in frame pixels (the pyramid's first scale).
+    pub min_face_size: u32,
+    /// Each pyramid level's scale over the one before, in 0..1.
+    pub scale_factor: f64,
+    /// Face probability each network must reach: P-Net, R-Net, O-Net.
+    pub thresholds: [f32; 3],
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -140,6 +207,21 @@ impl Manifest {
                     return Err("unclip_ratio must be >= 0".into());
                 }
             }
+            OutputSpec::Ctc(_) => {}
+            OutputSpec::Mtcnn(m) => {
+                for (i, t) in m.thresholds.iter().enumerate() {
+                    unit(&format!("output.thresholds[{i}]"), (*t).into())?;
+                }
+                if !(m.scale_factor > 0.0 && m.scale_factor < 1.0) {
+                    return Err("output.scale_factor must be in 0..1 (exclusive)".into());
+                }
+                if m.min_face_size < 12 {
+                    return Err("output.min_face_size must be >= 12 (P-Net's window)".into());
+                }
+                if self.input.layout != Layout::Nwhc {
+                    return Err("input.layout: MTCNN's networks take \"nwhc\"".into());
+                }
+            }
             OutputSpec::Classifier(c) => {
                 if c.labels.is_empty() || c.flag_labels.is_empty() {
                     return Err("labels and flag_labels must not be empty".into());
@@ -154,7 +236,7 @@ impl Manifest {
     }
 }
 
-fn unit(what: &str, v: f64) -> Result<(), String> {
+pub(super) fn unit(what: &str, v: f64) -> Result<(), String> {
     if (0.0..=1.0).contains(&v) {
         Ok(())
     } else {
@@ -171,11 +253,11 @@ impl InputSpec {
         if [b, h, w].iter().any(|&d| d == 0 || d < -1) {
             return Err("input.shape: dimensions are -1 (dynamic) or positive".into());
         }
-        if (h == -1) != (w == -1) {
-            return Err("input.shape: H and W are both fixed or both dynamic".into());
+        if h == -1 && w != -1 {
+            return Err("input.shape: a dynamic H needs a dynamic W".into());
         }
-        if h == -1 && self.max_side.is_none_or(|m| m < self.size_multiple) {
-            return Err("input.max_side (>= size_multiple) is needed for a dynamic H and W".into());
+        if w == -1 && self.max_side.is_none_or(|m| m < self.size_multiple) {
+            return Err("input.max_side (>= size_multiple) is needed for a dynamic W".into());
         }
         if self.size_multiple == 0 {
             return Err("input.size_multiple must be positive".into());
@@ -189,11 +271,18 @@ impl InputSpec {
 
     /// The model's input size `(width, height)` for frames of `width x height`:
     /// a fixed size as is; a dynamic one keeps the aspect ratio, scales the longer side
-    /// down to `max_side` and rounds each side to `size_multiple`.
+    /// down to `max_side` and rounds each side to `size_multiple`; a fixed height with a
+    /// dynamic width scales to that height, the width capped at `max_side`.
     pub fn size_for(&self, width: u32, height: u32) -> (u32, u32) {
         let [_, _, h, w] = self.shape;
-        if h > 0 {
+        if w > 0 {
             return (w as u32, h as u32);
+        }
+        if h > 0 {
+            let m = self.size_multiple as f64;
+            let scaled = (width as f64 * h as f64 / height.max(1) as f64).ceil();
+            let capped = scaled.min(self.max_side.unwrap_or(u32::MAX) as f64);
+            return (((capped / m).ceil().max(1.0) * m) as u32, h as u32);
         }
         let max_side = self.max_side.unwrap_or(u32::MAX) as f64;
         let ratio = (max_side / width.max(height).max(1) as f64).min(1.0);
@@ -239,7 +328,7 @@ mod tests {
 
         let gray = TEXT_DETECT.replace("[-1, 3, -1, -1]", "[-1, 1, -1, -1]");
         assert!(Manifest::parse(&gray, "t").is_err());
-        let half_fixed = TEXT_DETECT.replace("[-1, 3, -1, -1]", "[-1, 3, 640, -1]");
+        let half_fixed = TEXT_DETECT.replace("[-1, 3, -1, -1]", "[-1, 3, -1, 640]");
         assert!(Manifest::parse(&half_fixed, "t").is_err());
     }
 

@@ -1,4 +1,5 @@
-//! Stage 4: one batch through the model on a blocking thread, stoppable mid-run.
+//! Stage 4: one batch through a network of the model on a blocking thread, stoppable
+//! mid-run.
 
 use std::sync::Arc;
 
@@ -8,19 +9,21 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::model::{Model, Tensor32};
 
-/// Runs `batch`; `None` when `cancel` fired first, in which case ONNX Runtime is told to
-/// stop the run in flight and this waits for it to let go of the session.
+/// Runs `batch` through network `net` of link `link` and returns its outputs; `None` when
+/// `cancel` fired first, in which case ONNX Runtime is told to stop the run in flight and
+/// this waits for it to let go of the session.
 pub(crate) async fn infer(
     model: &Arc<Model>,
+    net: (usize, usize),
     batch: Tensor32,
     cancel: &CancellationToken,
-) -> Result<Option<Tensor32>, Error> {
+) -> Result<Option<Vec<Tensor32>>, Error> {
     let options = Arc::new(RunOptions::new().map_err(|e| Error::InferenceFailed(e.to_string()))?);
     let frames = batch.shape.first().copied().unwrap_or(0);
     let started = std::time::Instant::now();
     let mut run = tokio::task::spawn_blocking({
         let (model, options) = (model.clone(), options.clone());
-        move || model.run(batch, &options)
+        move || model.run_net(net, batch, &options)
     });
     tokio::select! {
         biased;

@@ -4,8 +4,10 @@
 //! few frames ahead while a batch is on the model, so memory stays flat on long videos.
 //! CPU-heavy steps run on blocking threads, never on the tokio reactor.
 
+mod cascade;
 mod decode;
 mod drive;
+mod faces;
 mod fetch;
 mod infer;
 mod keyframe;
@@ -19,7 +21,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use stagecast_shared::event::{AnalysisResult, Region};
+use image::RgbImage;
+
+use stagecast_shared::event::{AnalysisResult, FrameScore, Region};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +38,9 @@ pub use update::{Artifact, Stage, StageUpdate, Update};
 use crate::config::PipelineOptions;
 use crate::error::Error;
 use crate::model::Model;
+use crate::model::manifest::OutputSpec;
 use keyframe::KeyFrames;
+use postprocess::FrameFindings;
 use report::Reporter;
 use tally::Tally;
 
@@ -61,6 +67,7 @@ pub async fn run(
     let mut report = Reporter::new(updates);
     report.send(Update::Started {
         model: model.name().to_owned(),
+        stages: stages(&model),
     });
     let outcome = analyze(&model, source, options, &cancel, &mut report).await;
     match &outcome {
@@ -135,46 +142,49 @@ async fn analyze(
         report.frames(Stage::Decode, done, expected);
         let decode_ms = lap();
 
-        let spec = input.clone();
         let images: Vec<_> = batch.into_iter().map(|f| f.image).collect();
-        // the frames come back for the batch's key frame
-        let (tensor, images) = tokio::task::spawn_blocking(move || {
-            (preprocess::batch(&images, &spec, input_size), images)
-        })
-        .await?;
-        report.frames(Stage::Preprocess, done, expected);
-        let preprocess_ms = lap();
-
-        let Some(output) = infer::infer(model, tensor, cancel).await? else {
-            return Ok(Outcome::Cancelled);
-        };
-        report.frames(Stage::Infer, done, expected);
-        let infer_ms = lap();
-
-        let spec = manifest.output.clone();
-        let found = tokio::task::spawn_blocking(move || {
-            postprocess::findings(&output, &spec, first, frame_size)
-        })
-        .await?;
-        report.frames(Stage::Postprocess, done, expected);
-        let postprocess_ms = lap();
-        tracing::debug!(
+        let batch = Batch {
             first,
             done,
-            decode_ms,
-            preprocess_ms,
-            infer_ms,
-            postprocess_ms,
-            "batch"
-        );
+            expected,
+            frame_size,
+            input_size,
+        };
+        let Some((mut found, images)) = first_model(model, images, &batch, report, cancel).await?
+        else {
+            return Ok(Outcome::Cancelled);
+        };
+        report.frames(Stage::Postprocess, done, expected);
+        let model_ms = lap();
+        if model.next().is_some() {
+            report.frames(Stage::Crop, done, expected);
+            let labelled =
+                cascade::label(model, &images, &mut found, frame_size, batch_size, cancel);
+            let Some(regions) = labelled.await? else {
+                return Ok(Outcome::Cancelled);
+            };
+            report.frames_with(
+                Stage::Label,
+                done,
+                expected,
+                format!("{regions} regions labelled"),
+            );
+        }
+        let label_ms = lap();
+        tracing::debug!(first, done, decode_ms, model_ms, label_ms, "batch");
 
         let regions: Vec<Region> = found
             .iter()
             .flat_map(|f| f.regions.iter().cloned())
             .collect();
-        if !regions.is_empty() {
-            report.partial(&regions);
-        }
+        let scores = found
+            .iter()
+            .map(|f| FrameScore {
+                frame: f.frame,
+                score: f.score,
+            })
+            .collect();
+        report.partial(&regions, scores);
         if let Some((frame, score)) = pictures.wanted(&regions)
             && let Some(image) = images.into_iter().nth((frame - first) as usize)
         {
@@ -196,20 +206,80 @@ async fn analyze(
     if total == 0 {
         return Err(Error::DecodeFailed(format!("{source}: no frames")));
     }
-    for stage in [
-        Stage::Decode,
-        Stage::Preprocess,
-        Stage::Infer,
-        Stage::Postprocess,
-    ] {
+    for stage in stages(model).into_iter().skip(1) {
         report.finish(stage, Some(total), None);
     }
     if let Some(picture) = pictures.result() {
         report.send(Update::Artifact(picture));
     }
     Ok(Outcome::Completed(
-        tally.finish(&manifest.decision, frame_size),
+        tally.finish(model.decision(), frame_size),
     ))
+}
+
+/// Where a batch is in the run.
+struct Batch {
+    first: u64,
+    done: u64,
+    expected: Option<u64>,
+    frame_size: (u32, u32),
+    input_size: (u32, u32),
+}
+
+/// The first model on a batch of frames: what it finds in each, and the frames back (for
+/// a chain's crops and the key frame). `None` if cancelled.
+async fn first_model(
+    model: &Arc<Model>,
+    images: Vec<RgbImage>,
+    batch: &Batch,
+    report: &mut Reporter,
+    cancel: &CancellationToken,
+) -> Result<Option<(Vec<FrameFindings>, Vec<RgbImage>)>, Error> {
+    let (done, expected) = (batch.done, batch.expected);
+    let link = &model.links()[0];
+    let found = match &link.manifest().output {
+        OutputSpec::Mtcnn(spec) => {
+            // MTCNN preprocesses each pyramid level and window itself
+            report.frames(Stage::Preprocess, done, expected);
+            let faces = faces::detect(model, spec, &images, batch.first, batch.frame_size, cancel);
+            let Some(found) = faces.await? else {
+                return Ok(None);
+            };
+            report.frames(Stage::Infer, done, expected);
+            (found, images)
+        }
+        output => {
+            let (spec, size) = (link.manifest().input.clone(), batch.input_size);
+            let (tensor, images) = tokio::task::spawn_blocking(move || {
+                (preprocess::batch(&images, &spec, size), images)
+            })
+            .await?;
+            report.frames(Stage::Preprocess, done, expected);
+            let Some(outputs) = infer::infer(model, (0, 0), tensor, cancel).await? else {
+                return Ok(None);
+            };
+            report.frames(Stage::Infer, done, expected);
+            let (output, characters) = (output.clone(), link.characters().to_vec());
+            let (first, frame_size) = (batch.first, batch.frame_size);
+            let found = tokio::task::spawn_blocking(move || {
+                postprocess::findings(&outputs[0], &output, &characters, first, frame_size)
+            })
+            .await?;
+            (found, images)
+        }
+    };
+    Ok(Some(found))
+}
+
+/// The stages a run of `model` declares, [`Stage::Fetch`] first.
+fn stages(model: &Model) -> Vec<Stage> {
+    let chain = [Stage::Crop, Stage::Label];
+    let extra = if model.next().is_some() {
+        &chain[..]
+    } else {
+        &[]
+    };
+    Stage::ONE_MODEL.iter().chain(extra).copied().collect()
 }
 
 /// `None` if `cancel` fires before `work` is done.

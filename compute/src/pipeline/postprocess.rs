@@ -15,29 +15,92 @@ pub struct FrameFindings {
     pub regions: Vec<Region>,
 }
 
-/// Splits a batch output into findings for frames `first_frame..`, each frame being
-/// `frame_size = (width, height)` pixels before preprocessing.
+/// Splits a batch output of a model that reads whole frames into findings for frames
+/// `first_frame..`, each frame being `frame_size = (width, height)` pixels before
+/// preprocessing. `characters` are a CTC model's.
 pub fn findings(
     output: &Tensor32,
     spec: &OutputSpec,
+    characters: &[String],
     first_frame: u64,
     frame_size: (u32, u32),
 ) -> Vec<FrameFindings> {
-    let batch = output.shape.first().copied().unwrap_or(0);
-    let per_frame = output.data.len() / batch.max(1);
-    output
-        .data
-        .chunks_exact(per_frame.max(1))
-        .take(batch)
+    rows(output)
         .zip(first_frame..)
         .map(|(values, frame)| match spec {
             OutputSpec::DetectorProbabilityMap(d) => {
                 let (h, w) = (output.shape[2], output.shape[3]);
                 detect(values, (w, h), d, frame, frame_size)
             }
-            OutputSpec::Classifier(c) => classify(values, c, frame, frame_size),
+            OutputSpec::Classifier(_) | OutputSpec::Ctc(_) | OutputSpec::Mtcnn(_) => {
+                let label = label(values, &output.shape, spec, characters);
+                whole_frame(label, frame, frame_size)
+            }
         })
         .collect()
+}
+
+/// One row of a batch output per image.
+pub(super) fn rows(output: &Tensor32) -> impl Iterator<Item = &[f32]> {
+    let batch = output.shape.first().copied().unwrap_or(0);
+    let per_row = output.data.len() / batch.max(1);
+    output.data.chunks_exact(per_row.max(1)).take(batch)
+}
+
+/// What a labelling model says of one image: a label and a score in 0..=1, and whether
+/// the label is one to flag. `None` when it reads nothing (an empty line).
+pub(super) struct Label {
+    pub text: String,
+    pub score: f64,
+    pub flagged: bool,
+}
+
+/// A classifier's most likely label, scored by its most likely flag label; a CTC
+/// model's text, scored by its mean confidence. `shape` is the batch output's.
+pub(super) fn label(
+    values: &[f32],
+    shape: &[usize],
+    spec: &OutputSpec,
+    characters: &[String],
+) -> Option<Label> {
+    match spec {
+        OutputSpec::Classifier(c) => Some(classify(values, c)),
+        OutputSpec::Ctc(_) => read(values, shape.last().copied().unwrap_or(1), characters),
+        // the catalog lets only labelling models label
+        OutputSpec::DetectorProbabilityMap(_) | OutputSpec::Mtcnn(_) => None,
+    }
+}
+
+/// A frame the model labelled as a whole: its score, and a frame-wide region when the
+/// label is one to flag or a text.
+fn whole_frame(label: Option<Label>, frame: u64, frame_size: (u32, u32)) -> FrameFindings {
+    let Some(label) = label else {
+        return FrameFindings {
+            frame,
+            score: 0.0,
+            regions: Vec::new(),
+        };
+    };
+    let regions = if label.flagged {
+        vec![Region {
+            frame,
+            x: 0.0,
+            y: 0.0,
+            w: f64::from(frame_size.0),
+            h: f64::from(frame_size.1),
+            units: Some(Units::Px),
+            score: label.score,
+            label: Some(label.text),
+            points: None,
+        }]
+    } else {
+        Vec::new()
+    };
+    FrameFindings {
+        frame,
+        score: label.score,
+        regions,
+    }
 }
 
 /// DB-style: pixels above the threshold form connected components; each component whose
@@ -116,6 +179,7 @@ fn detect(
                 units: Some(Units::Px),
                 score: score.min(1.0),
                 label: Some(spec.label.clone()),
+                points: None,
             }
         })
         .collect();
@@ -131,14 +195,9 @@ fn detect(
     }
 }
 
-/// A frame's score is its most likely flag label; the frame becomes a region when that
-/// label is also the most likely of all.
-fn classify(
-    values: &[f32],
-    spec: &ClassifierSpec,
-    frame: u64,
-    frame_size: (u32, u32),
-) -> FrameFindings {
+/// The most likely label; the score is the most likely flag label's probability, and
+/// the label is flagged when it is that one.
+fn classify(values: &[f32], spec: &ClassifierSpec) -> Label {
     let probabilities: Vec<f64> = match spec.activation {
         Activation::Softmax => {
             let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -158,32 +217,46 @@ fn classify(
     let best = |labels: &mut dyn Iterator<Item = usize>| {
         labels.max_by(|&a, &b| probabilities[a].total_cmp(&probabilities[b]))
     };
-    let flagged = best(
+    let flag = best(
         &mut spec
             .flag_labels
             .iter()
             .filter_map(|l| spec.labels.iter().position(|x| x == l)),
     );
-    let top = best(&mut (0..probabilities.len()));
-    let score = flagged.map_or(0.0, |i| probabilities[i]);
-    let regions = match flagged {
-        Some(i) if Some(i) == top => vec![Region {
-            frame,
-            x: 0.0,
-            y: 0.0,
-            w: f64::from(frame_size.0),
-            h: f64::from(frame_size.1),
-            units: Some(Units::Px),
-            score,
-            label: Some(spec.labels[i].clone()),
-        }],
-        _ => Vec::new(),
-    };
-    FrameFindings {
-        frame,
-        score,
-        regions,
+    let top = best(&mut (0..probabilities.len().min(spec.labels.len()))).unwrap_or(0);
+    Label {
+        text: spec.labels[top].clone(),
+        score: flag.map_or(0.0, |i| probabilities[i]),
+        flagged: flag == Some(top),
     }
+}
+
+/// CTC greedy decoding: the best character of each step, repeats merged, blanks (index
+/// 0) dropped; the score is the mean probability of the characters kept.
+fn read(values: &[f32], classes: usize, characters: &[String]) -> Option<Label> {
+    let mut text = String::new();
+    let (mut sum, mut kept) = (0.0, 0u32);
+    let mut previous = None;
+    for step in values.chunks_exact(classes.max(1)) {
+        let (best, p) = step
+            .iter()
+            .copied()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap_or((0, 0.0));
+        if best != 0 && previous != Some(best) {
+            text.push_str(characters.get(best).map_or("", String::as_str));
+            sum += f64::from(p);
+            kept += 1;
+        }
+        previous = Some(best);
+    }
+    let text = text.trim().to_owned();
+    (!text.is_empty()).then(|| Label {
+        text,
+        score: (sum / f64::from(kept.max(1))).clamp(0.0, 1.0),
+        flagged: true,
+    })
 }
 
 #[cfg(test)]
@@ -213,7 +286,7 @@ mod tests {
             shape: vec![2, 1, h, w],
             data,
         };
-        let found = findings(&output, &detector(), 10, (16, 8));
+        let found = findings(&output, &detector(), &[], 10, (16, 8));
         assert_eq!(found.len(), 2);
         assert_eq!(found[0].frame, 10);
         assert_eq!(found[0].regions.len(), 1, "the speck is below min_size");
@@ -251,11 +324,42 @@ mod tests {
             shape: vec![2, 3],
             data: vec![0.0, 2.0, 0.0, 3.0, 0.0, 0.0],
         };
-        let found = findings(&output, &OutputSpec::Classifier(spec), 0, (64, 48));
+        let found = findings(&output, &OutputSpec::Classifier(spec), &[], 0, (64, 48));
         let e2 = 2f64.exp();
         assert!((found[0].score - e2 / (e2 + 2.0)).abs() < 1e-9);
         assert_eq!(found[0].regions[0].label.as_deref(), Some("unsafe"));
         assert_eq!((found[0].regions[0].w, found[0].regions[0].h), (64.0, 48.0));
         assert!(found[1].score < 0.1 && found[1].regions.is_empty());
+    }
+
+    #[test]
+    fn ctc_merges_repeats_and_drops_blanks() {
+        let characters: Vec<String> = ["", "a", "b", " "].iter().map(|s| s.to_string()).collect();
+        // steps: a a blank a b b space(trimmed) -> "aab"
+        let best = [1, 1, 0, 1, 2, 2, 3];
+        let values: Vec<f32> = best
+            .iter()
+            .flat_map(|&b| (0..4).map(move |c| if c == b { 0.9 } else { 0.1 / 3.0 }))
+            .collect();
+        let output = Tensor32 {
+            shape: vec![1, best.len(), 4],
+            data: values,
+        };
+        let spec = OutputSpec::Ctc(crate::model::manifest::CtcSpec {
+            characters_key: "character".into(),
+        });
+        let found = findings(&output, &spec, &characters, 0, (100, 20));
+        let r = &found[0].regions[0];
+        assert_eq!(r.label.as_deref(), Some("aab"));
+        assert!((r.score - 0.9).abs() < 1e-6);
+        let blank = Tensor32 {
+            shape: vec![1, 2, 4],
+            data: vec![0.9, 0.0, 0.1, 0.0, 0.9, 0.1, 0.0, 0.0],
+        };
+        assert!(
+            findings(&blank, &spec, &characters, 0, (1, 1))[0]
+                .regions
+                .is_empty()
+        );
     }
 }

@@ -5,8 +5,8 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::update::{Stage, StageUpdate, Update};
-use stagecast_shared::event::Region;
-use stagecast_shared::limits::MAX_REGIONS_PER_EVENT;
+use stagecast_shared::event::{FrameScore, Region};
+use stagecast_shared::limits::{MAX_REGIONS_PER_EVENT, MAX_SCORES_PER_EVENT};
 
 /// Progress a stage may report before it is done: 1 is kept for [`Reporter::finish`].
 const UNFINISHED_MAX: f64 = 0.99;
@@ -35,6 +35,22 @@ impl Reporter {
     /// `done` frames of an expected `total` (unknown: the progress holds).
     pub(crate) fn frames(&mut self, stage: Stage, done: u64, total: Option<u64>) {
         self.emit(stage, fraction(done, total), Some((done, total)), None);
+    }
+
+    /// The same, saying what was done.
+    pub(crate) fn frames_with(
+        &mut self,
+        stage: Stage,
+        done: u64,
+        total: Option<u64>,
+        message: String,
+    ) {
+        self.emit(
+            stage,
+            fraction(done, total),
+            Some((done, total)),
+            Some(message),
+        );
     }
 
     /// `done` bytes of `total` downloaded.
@@ -71,10 +87,20 @@ impl Reporter {
         }));
     }
 
-    /// New regions, in events small enough for the contract.
-    pub(crate) fn partial(&self, regions: &[Region]) {
-        for chunk in regions.chunks(MAX_REGIONS_PER_EVENT) {
-            self.send(Update::Partial(chunk.to_vec()));
+    /// New regions and the scores of the frames they came from, in events small enough
+    /// for the contract (the scores go with the first).
+    pub(crate) fn partial(&self, regions: &[Region], scores: Vec<FrameScore>) {
+        let mut scores = scores.chunks(MAX_SCORES_PER_EVENT).map(<[_]>::to_vec);
+        let mut regions = regions.chunks(MAX_REGIONS_PER_EVENT).map(<[_]>::to_vec);
+        loop {
+            let (r, s) = (regions.next(), scores.next());
+            if r.is_none() && s.is_none() {
+                break;
+            }
+            self.send(Update::Partial {
+                regions: r.unwrap_or_default(),
+                scores: s.unwrap_or_default(),
+            });
         }
     }
 }

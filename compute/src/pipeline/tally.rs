@@ -73,6 +73,7 @@ pub(super) mod tests {
             units: Some(Units::Px),
             score,
             label: None,
+            points: None,
         }
     }
 

@@ -2,7 +2,9 @@
 //! reporter, the edge. Each update but an artifact maps to one contract event
 //! ([`Update::to_event`]).
 
-use stagecast_shared::event::{AnalysisResult, ErrorInfo, EventKind, Region, StageSpec};
+use stagecast_shared::event::{
+    AnalysisResult, ErrorInfo, EventKind, FrameScore, Region, StageSpec,
+};
 use stagecast_shared::media::ArtifactName;
 
 /// The pipeline's stages, in order.
@@ -13,10 +15,25 @@ pub enum Stage {
     Preprocess,
     Infer,
     Postprocess,
+    /// A chain's: the detector's regions cut out for the next model.
+    Crop,
+    /// A chain's: the next model labelling those regions.
+    Label,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; 7] = [
+        Stage::Fetch,
+        Stage::Decode,
+        Stage::Preprocess,
+        Stage::Infer,
+        Stage::Postprocess,
+        Stage::Crop,
+        Stage::Label,
+    ];
+    /// What a run of one model goes through; a chain adds [`Stage::Crop`] and
+    /// [`Stage::Label`].
+    pub const ONE_MODEL: [Stage; 5] = [
         Stage::Fetch,
         Stage::Decode,
         Stage::Preprocess,
@@ -31,6 +48,8 @@ impl Stage {
             Self::Preprocess => "preprocess",
             Self::Infer => "infer",
             Self::Postprocess => "postprocess",
+            Self::Crop => "crop",
+            Self::Label => "label",
         }
     }
 
@@ -42,6 +61,8 @@ impl Stage {
             Self::Preprocess => 1.0,
             Self::Infer => 6.0,
             Self::Postprocess => 1.0,
+            Self::Crop => 1.0,
+            Self::Label => 6.0,
         }
     }
 
@@ -62,13 +83,17 @@ pub struct StageUpdate {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Update {
-    /// First, always: the analysis runs [`Stage::ALL`] with this model.
+    /// First, always: the analysis runs these stages with this model (or chain).
     Started {
         model: String,
+        stages: Vec<Stage>,
     },
     Progress(StageUpdate),
-    /// Regions found in the latest batch (more may follow).
-    Partial(Vec<Region>),
+    /// Regions found in the latest batch (more may follow), and its frames' scores.
+    Partial {
+        regions: Vec<Region>,
+        scores: Vec<FrameScore>,
+    },
     /// A picture of what was found, for the edge to store: not an event of the node's
     /// (the edge announces it once stored).
     Artifact(Artifact),
@@ -87,8 +112,8 @@ impl Update {
     pub fn to_event(&self) -> Option<EventKind> {
         Some(match self {
             Self::Artifact(_) => return None,
-            Self::Started { model } => EventKind::Started {
-                stages: Stage::ALL
+            Self::Started { model, stages } => EventKind::Started {
+                stages: stages
                     .iter()
                     .map(|s| StageSpec {
                         name: s.name().to_owned(),
@@ -106,8 +131,9 @@ impl Update {
                 frames_total: u.frames_total,
                 message: u.message.clone(),
             },
-            Self::Partial(regions) => EventKind::PartialResult {
+            Self::Partial { regions, scores } => EventKind::PartialResult {
                 regions: regions.clone(),
+                scores: (!scores.is_empty()).then(|| scores.clone()),
             },
             Self::Completed(result) => EventKind::Completed {
                 result: result.clone(),

@@ -173,7 +173,13 @@ mod tests {
         let mut c = Coalescer::default();
         c.push(progress("infer", 0.1), 0);
         c.push(progress("infer", 0.2), 1);
-        let out = c.push(EventKind::PartialResult { regions: vec![] }, 2);
+        let out = c.push(
+            EventKind::PartialResult {
+                regions: vec![],
+                scores: None,
+            },
+            2,
+        );
         assert_eq!(out.len(), 2);
         assert_eq!(progress_of(&out[0]).1, 0.2);
         assert!(matches!(out[1], EventKind::PartialResult { .. }));

@@ -436,7 +436,7 @@ impl Analysis {
                 self.stages.advance(stage, *stage_progress, now)?;
                 self.eta.observe(now, self.stages.overall());
             }
-            EventKind::PartialResult { regions } => {
+            EventKind::PartialResult { regions, .. } => {
                 self.regions_count = self.regions_count.saturating_add(regions.len() as u64);
             }
             EventKind::Heartbeat { .. } => {}

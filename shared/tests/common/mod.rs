@@ -54,6 +54,7 @@ pub fn region(frame: u64) -> Region {
         units: None,
         score: 0.5,
         label: None,
+        points: None,
     }
 }
 
@@ -62,6 +63,7 @@ pub fn partial(id: &str, regions: usize) -> Event {
         id,
         EventKind::PartialResult {
             regions: (0..regions as u64).map(region).collect(),
+            scores: None,
         },
     )
 }

@@ -1,7 +1,8 @@
-//! `stagecast-node models`: every manifest, and whether its model loads.
+//! `stagecast-node models`: every manifest (models and chains), and whether it loads.
 
 use std::process::ExitCode;
 
+use stagecast_compute::model::Entry;
 use stagecast_compute::{Catalog, Model};
 
 use super::NodeArgs;
@@ -10,19 +11,37 @@ pub async fn run(node: &NodeArgs) -> anyhow::Result<ExitCode> {
     let runtime = node.runtime(None);
     let catalog = Catalog::load(&runtime.models_dir)?;
     let mut all_load = true;
-    for manifest in catalog.manifests() {
-        println!("{}  {}", manifest.name, manifest.description);
-        println!("  file    {}", catalog.model_path(manifest).display());
+    for name in catalog.names() {
+        match catalog.entry(name)? {
+            Entry::Model(m) => {
+                println!("{name}  {}", m.description);
+                println!("  file    {}", catalog.model_path(m).display());
+            }
+            Entry::Chain(c) => {
+                println!("{name}  {}", c.description);
+                println!("  chain   {}", c.chain.join(" -> "));
+            }
+        }
         let loaded = tokio::task::spawn_blocking({
-            let (catalog, name, runtime) =
-                (catalog.clone(), manifest.name.clone(), runtime.clone());
+            let (catalog, name, runtime) = (catalog.clone(), name.to_owned(), runtime.clone());
             move || Model::load(&catalog, &name, &runtime)
         })
         .await?;
         match loaded {
             Ok(model) => {
-                for (role, t) in [("input", model.input()), ("output", model.output())] {
-                    println!("  {role:<7} {} {}", t.name, shape(&t.shape));
+                for link in model.links() {
+                    for net in link.nets() {
+                        let t = net.input();
+                        println!(
+                            "  input   {} {} ({})",
+                            t.name,
+                            shape(&t.shape),
+                            link.manifest().name
+                        );
+                        for t in net.outputs() {
+                            println!("  output  {} {}", t.name, shape(&t.shape));
+                        }
+                    }
                 }
                 println!("  status  loads on {}", model.device());
             }

@@ -86,7 +86,7 @@ impl Bars {
                     .join(", ");
                 self.set(stage, *stage_progress, Some(text));
             }
-            EventKind::PartialResult { regions } => {
+            EventKind::PartialResult { regions, .. } => {
                 self.regions += regions.len() as u64;
                 self.show_regions();
             }
