@@ -50,7 +50,8 @@ for i in "${!nodes[@]}"; do
   api="http://127.0.0.1:$((node_port + i))"
   log "starting compute node $name on CPU in the default pool, its API at $api (log: $out/$name.log)"
   setsid "$node" serve --listen "127.0.0.1:$((node_port + i))" --state-dir "$CACHE/$name" \
-    --pool default --node-id "$name" --threads 1 >"$out/$name.log" 2>&1 &
+    --pool default --node-id "$name" --threads 1 --models text-read,faces,moderation \
+    >"$out/$name.log" 2>&1 &
   pids+=($!)
   wait_for "$api/readyz" "node $name" "$out/$name.log" "${pids[-1]}"
 done
@@ -67,7 +68,9 @@ fi
 id="demo-$(date +%s)"
 log "pool:      $edge/pool?name=default#token=$("$node" token admin --ttl 86400)"
 log "uploading the sample to the edge and submitting analysis $id (pool default); the dashboard URL follows, then the analysis here too:"
-"$node" submit "$sample" --pool default --analysis-id "$id" --fps 2 || die "the analysis did not complete"
+# text-read: find the lines, then read them; the dashboard shows the text as it is read
+"$node" submit "$sample" --pool default --analysis-id "$id" --fps 2 --model text-read ||
+  die "the analysis did not complete"
 log "node metrics: $node_api/metrics and http://127.0.0.1:$((node_port + 1))/metrics"
 if [ "${STAGECAST_DEMO_EXIT:-0}" = 1 ]; then exit 0; fi
 log "the edge and the nodes stay up until Ctrl-C; submit more with: $node submit FILE --edge $edge (or POST $edge/v1/analyses, README: the protocol in brief)"

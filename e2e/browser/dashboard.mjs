@@ -1,6 +1,6 @@
 // Drives the Stagecast pages in Debian's headless Chromium for the Rust browser tests
 // (tests/dashboard.rs, tests/pool_page.rs). Argument: JSON {url, screenshot, timeout_ms, view?,
-// audit?, open_id?, cancel_at_stage?, settle_ms?, clicks?, missing?, pool?, from_index?,
+// audit?, open_id?, cancel_at_stage?, settle_ms?, clicks?, missing?, dark?, pool?, from_index?,
 // until_problem?}. Prints one JSON object per line, last {"type":"final", ...} with everything
 // the tests check (and `sockets`: the path of every WebSocket the page opened).
 //
@@ -9,9 +9,11 @@
 // first time the page shows each status listed in `audit` once connected, then the final line.
 // Once the analysis ended it takes the screenshot, then presses each of `clicks` in turn
 // ({thumbnail: "frame 3"}: that key frame's button, clicked; {finding: i}: the i-th finding's,
-// with the keyboard), reports what the frame view shows then as {"type":"clicked", ...} and in
-// the final line's `clicked_frames`, and audits each click's `audit` moment. `missing`:
-// artifact names answered 404, as the edge does once retention deleted them.
+// with the keyboard; {scores_table: true}: the chart's table opened), reports what the frame
+// view and the chart show then as {"type":"clicked", ...} and in the final line's
+// `clicked_frames`, and audits each click's `audit` moment. `missing`: artifact names
+// answered 404, as the edge does once retention deleted them. `dark`: the page in the dark
+// colour scheme.
 // view "tenant": the tenant view opened with a token; audits "grants" once the token's grants
 // show, submits the form without an id, audits "form_error" and takes the screenshot, then
 // submits `open_id` and reports the address it went to.
@@ -71,11 +73,23 @@ async function dashboard(page, audits) {
           alt: img?.alt ?? null,
           loaded: img ? img.complete && img.naturalWidth > 0 : false,
           drawn: document.querySelectorAll("#result-frame rect").length,
+          landmarks: [...document.querySelectorAll("#result-frame circle.landmark")]
+            .map((c) => [Number(c.getAttribute("cx")), Number(c.getAttribute("cy"))]),
           viewbox: $("result-frame").getAttribute("viewBox"),
           caption: $("frame-caption").textContent,
           note: $("frame-note").hidden ? null : $("frame-note").textContent,
         };
       })(),
+      labels: $("labels-found").hidden ? [] : [...$("labels").children].map((li) => li.textContent),
+      // the score chart: what it says, and each point drawn as [x, y] in its 300×100 box
+      chart: $("scores").hidden ? null : {
+        label: $("score-chart").getAttribute("aria-label"),
+        points: $("score-line").getAttribute("points").trim().split(/\s+/).map((p) => p.split(",").map(Number)),
+        axis: [$("score-first").textContent, $("score-last").textContent],
+        table: $("scores-table").open
+          ? [...$("score-rows").rows].map((tr) => [...tr.cells].map((td) => td.textContent))
+          : null,
+      },
       strip: [...document.querySelectorAll("#key-frames button")].map((b) => {
         const img = b.querySelector("img");
         return {
@@ -104,7 +118,7 @@ async function dashboard(page, audits) {
   for (;;) {
     view = await read();
     const key = JSON.stringify([view.status, view.connection, view.overall, view.problem, view.cancel_shown,
-      view.frame, view.strip]);
+      view.frame, view.strip, view.labels, view.chart]);
     if (key !== last) {
       last = key;
       say({ type: "status", ...view });
@@ -164,7 +178,11 @@ async function dashboard(page, audits) {
   await page.screenshot({ path: options.screenshot, fullPage: true });
   const clickedFrames = [];
   for (const click of options.clicks ?? []) {
-    if (click.thumbnail) {
+    if (click.scores_table) {
+      await page.locator("#scores-table summary").click();
+      // the page fills the table on the details' toggle event, a task after the click
+      await page.waitForFunction(() => document.getElementById("score-rows").rows.length > 0, null, { timeout: 10000 });
+    } else if (click.thumbnail) {
       await page.locator("#key-frames").getByRole("button", { name: click.thumbnail, exact: true }).click();
     } else {
       await page.locator("#partials button").nth(click.finding).focus();
@@ -172,7 +190,7 @@ async function dashboard(page, audits) {
     }
     await settled();
     const shown = await read();
-    clickedFrames.push({ ...click, frame: shown.frame, strip: shown.strip });
+    clickedFrames.push({ ...click, frame: shown.frame, strip: shown.strip, chart: shown.chart });
     say({ type: "clicked", ...clickedFrames.at(-1) });
     if (click.audit) audits[click.audit] = await audit(page);
   }
@@ -295,7 +313,10 @@ const views = { dashboard, tenant, pool };
 const browser = await launch();
 try {
   // UTC and en-GB make the page's times ("14:03:05") something the tests can compute
-  const page = await browser.newPage({ viewport: { width: 390, height: 900 }, locale: "en-GB", timezoneId: "UTC" });
+  const page = await browser.newPage({
+    viewport: { width: 390, height: 900 }, locale: "en-GB", timezoneId: "UTC",
+    colorScheme: options.dark ? "dark" : "light",
+  });
   const missing = new Set(options.missing ?? []);
   if (missing.size) {
     await page.route(

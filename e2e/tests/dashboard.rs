@@ -514,10 +514,7 @@ async fn the_page_shows_key_frames_and_the_result_frame_under_the_boxes() {
         result_picture,
     )
     .await;
-    let completed = json!({"id": "k-done", "type": "completed", "result": {
-        "score": 0.93, "flagged": true, "frames_processed": 12, "total_frames": 12,
-        "regions": final_regions, "validation_required": false,
-        "frame_width": FRAME.0, "frame_height": FRAME.1}});
+    let completed = completed_event("k-done", 0.93, 12, &final_regions);
     publish_ok(edge, id, &[completed]).await;
     let last = page.ended().await;
 
@@ -597,10 +594,7 @@ async fn a_picture_that_is_gone_leaves_a_note_and_the_boxes() {
         result_picture,
     )
     .await;
-    let completed = json!({"id": "g-done", "type": "completed", "result": {
-        "score": 0.9, "flagged": true, "frames_processed": 8, "total_frames": 8,
-        "regions": on_4, "validation_required": false,
-        "frame_width": FRAME.0, "frame_height": FRAME.1}});
+    let completed = completed_event("g-done", 0.9, 8, &on_4);
     publish_ok(edge, id, &[completed]).await;
     // opened later, once retention deleted the pictures (the driver answers them 404)
     let page = open(
@@ -631,6 +625,288 @@ async fn a_picture_that_is_gone_leaves_a_note_and_the_boxes() {
     assert_accessible(&last, &["completed"]);
     // Chromium logs each failed load; the page itself throws nothing
     assert_no_console_errors(&last, &["status of 404"]);
+}
+
+/// Frame `frame`'s score in the chart tests: the highest, 0.93, at frame 12, and 0.03 lower
+/// for each frame away from it.
+fn peaked_score(frame: u64) -> f64 {
+    (93.0 - 3.0 * (frame as f64 - 12.0).abs()) / 100.0
+}
+
+fn frame_scores(frames: impl IntoIterator<Item = u64>, score: fn(u64) -> f64) -> Vec<Value> {
+    frames
+        .into_iter()
+        .map(|frame| json!({"frame": frame, "score": score(frame)}))
+        .collect()
+}
+
+/// A line of text read on `frame`, labelled with the `text`.
+fn read(frame: u64, y: f64, text: &str, score: f64) -> Value {
+    json!({"frame": frame, "x": 200.0, "y": y, "w": 600.0, "h": 60.0, "score": score, "label": text})
+}
+
+/// The chart's points as the page draws them in its 300×100 box: each frame's `score`
+/// (1 at the top), the frames spread from `first` at the left to `last` at the right.
+fn chart_points(frames: &[u64], score: fn(u64) -> f64, (first, last): (u64, u64)) -> Vec<[f64; 2]> {
+    let x = |f: u64| (f - first) as f64 / (last - first) as f64 * 300.0;
+    frames
+        .iter()
+        .map(|&f| [x(f), (1.0 - score(f)) * 100.0])
+        .collect()
+}
+
+fn assert_points(chart: &Value, expected: &[[f64; 2]]) {
+    let drawn: Vec<[f64; 2]> = serde_json::from_value(chart["points"].clone()).unwrap();
+    assert_eq!(drawn.len(), expected.len(), "{chart}");
+    for (d, e) in drawn.iter().zip(expected) {
+        assert!(
+            (d[0] - e[0]).abs() < 0.06 && (d[1] - e[1]).abs() < 0.06,
+            "drawn {d:?}, expected {e:?}: {chart}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_page_charts_each_frames_score_and_names_the_text_read() {
+    let edge = shared_edge().await;
+    let id = "page-scores";
+    let stages: Vec<Value> = [
+        "fetch",
+        "decode",
+        "preprocess",
+        "infer",
+        "crop",
+        "label",
+        "postprocess",
+    ]
+    .iter()
+    .map(|name| json!({"name": name, "weight": 1.0}))
+    .collect();
+    let started = json!({"id": "s-start", "type": "started", "model": "text-read",
+        "total_frames": 30, "stages": stages});
+    publish_ok(edge, id, &[started]).await;
+    let mut page = open(
+        &dashboard_url(edge, id, &Tokens::viewer(id)),
+        "dashboard-scores",
+        json!({"audit": ["running", "completed"]}),
+    )
+    .await;
+    page.until("status", "running", |l| {
+        l["connection"] == "open" && l["status"] == "running"
+    })
+    .await;
+
+    let on_12 = [
+        read(12, 300.0, "HELLO STAGECAST", 0.93),
+        read(12, 400.0, "STAGECAST", 0.61),
+    ];
+    let on_25 = [read(25, 300.0, "HELLO STAGECAST", 0.8)];
+    // out of order, frames 10 and 20 twice, and a batch of scores alone
+    let batches = [
+        json!({"id": "s-1", "type": "partial_result", "regions": on_12,
+            "scores": frame_scores((10..=20).rev(), peaked_score)}),
+        json!({"id": "s-2", "type": "partial_result", "regions": [],
+            "scores": frame_scores(0..=10, peaked_score)}),
+        json!({"id": "s-3", "type": "partial_result", "regions": on_25,
+            "scores": frame_scores(20..30, peaked_score)}),
+    ];
+    for batch in batches {
+        publish_ok(edge, id, &[batch]).await;
+    }
+    let live = page
+        .until("status", "30 frames charted", |l| {
+            l["chart"]["points"].as_array().map(Vec::len) == Some(30) && l["labels"] != json!([])
+        })
+        .await;
+    let names: Vec<&str> = live["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "fetch",
+            "decode",
+            "preprocess",
+            "infer",
+            "crop",
+            "label",
+            "postprocess"
+        ]
+    );
+    let chart = &live["chart"];
+    assert_eq!(
+        chart["label"], "Score per frame: 30 frames (0 to 29), highest 0.93 at frame 12",
+        "{chart}"
+    );
+    let frames: Vec<u64> = (0..30).collect();
+    assert_points(chart, &chart_points(&frames, peaked_score, (0, 29)));
+    assert_eq!(chart["axis"], json!(["frame 0", "frame 29"]));
+    let labels = json!([
+        "HELLO STAGECAST × 2 in 2 frames",
+        "STAGECAST × 1 in 1 frame"
+    ]);
+    assert_eq!(live["labels"], labels, "{live}");
+
+    let mut final_regions = on_12.to_vec();
+    final_regions.extend(on_25);
+    let completed = completed_event("s-done", 0.93, 30, &final_regions);
+    publish_ok(edge, id, &[completed]).await;
+    let last = page.ended().await;
+
+    assert_eq!(last["status"], "completed", "{last}");
+    assert_eq!(last["chart"], live["chart"], "{last}");
+    assert_eq!(last["labels"], labels, "{last}");
+    // a finding names what it read; the batch of scores alone is no finding
+    let findings: Vec<&str> = last["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(findings.len(), 2, "{findings:?}");
+    assert!(
+        findings[0].ends_with("2 regions in frame 12 (best 0.93): HELLO STAGECAST, STAGECAST"),
+        "{findings:?}"
+    );
+    assert!(
+        findings[1].ends_with("1 region in frame 25 (best 0.80): HELLO STAGECAST"),
+        "{findings:?}"
+    );
+    assert_eq!(
+        last["frame"]["caption"],
+        "Frame 12, where the best finding is: 2 regions (HELLO STAGECAST, STAGECAST).",
+        "{last}"
+    );
+    assert_every_event_once(&last);
+    assert_accessible(&last, &["running", "completed"]);
+    assert_no_console_errors(&last, &[]);
+
+    // opened later, in the dark: the replayed events draw the same chart and summary
+    let late = open(
+        &dashboard_url(edge, id, &Tokens::viewer(id)),
+        "dashboard-scores-replayed-dark",
+        json!({"audit": ["completed"], "dark": true,
+            "clicks": [{"scores_table": true, "audit": "scores_table"}]}),
+    )
+    .await
+    .ended()
+    .await;
+    assert_eq!(late["chart"], last["chart"], "{late}");
+    assert_eq!(late["labels"], labels, "{late}");
+    let [opened] = late["clicked_frames"].as_array().unwrap().as_slice() else {
+        panic!("one click: {late}");
+    };
+    let rows = opened["chart"]["table"].as_array().unwrap();
+    assert_eq!(rows.len(), 30, "{opened}");
+    assert_eq!(rows[0], json!(["0", "0.57"]));
+    assert_eq!(rows[12], json!(["12", "0.93"]));
+    assert_eq!(rows[29], json!(["29", "0.42"]));
+    assert_accessible(&late, &["completed", "scores_table"]);
+    assert_no_console_errors(&late, &[]);
+}
+
+/// Frame `frame`'s score in the long run: low, 0.97 at frame 1234 alone.
+fn spiked_score(frame: u64) -> f64 {
+    if frame == 1234 {
+        0.97
+    } else {
+        0.1 + (frame % 10) as f64 / 100.0
+    }
+}
+
+/// A face at (`x`, `y`) on `frame` and its five landmarks: the eyes, the nose and the
+/// mouth's corners.
+fn face(frame: u64, (x, y): (f64, f64), score: f64) -> Value {
+    let points: Vec<[f64; 2]> = [
+        (35.0, 55.0),
+        (85.0, 55.0),
+        (60.0, 85.0),
+        (40.0, 115.0),
+        (80.0, 115.0),
+    ]
+    .iter()
+    .map(|(dx, dy)| [x + dx, y + dy])
+    .collect();
+    json!({"frame": frame, "x": x, "y": y, "w": 120.0, "h": 150.0, "score": score,
+        "label": "face", "points": points})
+}
+
+#[tokio::test]
+async fn thousands_of_frames_chart_as_at_most_300_points_and_faces_show_their_landmarks() {
+    let edge = shared_edge().await;
+    let id = "page-faces";
+    let started = json!({"id": "l-start", "type": "started", "model": "faces",
+        "total_frames": 2500, "stages": [{"name": "infer", "weight": 1.0}]});
+    let on_40 = [face(40, (900.0, 100.0), 0.95)];
+    let on_1234 = [
+        face(1234, (200.0, 200.0), 0.99),
+        face(1234, (600.0, 260.0), 0.98),
+    ];
+    // the contract's most scores an event carries: 1000
+    let batch = |n: u64, regions: &[Value]| {
+        json!({"id": format!("l-{n}"), "type": "partial_result", "regions": regions,
+            "scores": frame_scores(n * 1000..(n * 1000 + 1000).min(2500), spiked_score)})
+    };
+    let mut regions = on_40.to_vec();
+    regions.extend(on_1234.clone());
+    let completed = completed_event("l-done", 0.97, 2500, &regions);
+    for events in [
+        vec![started],
+        vec![batch(0, &on_40)],
+        vec![batch(1, &on_1234)],
+        vec![batch(2, &[])],
+        vec![completed],
+    ] {
+        publish_ok(edge, id, &events).await;
+    }
+    let last = open(
+        &dashboard_url(edge, id, &Tokens::viewer(id)),
+        "dashboard-faces",
+        json!({"audit": ["completed"]}),
+    )
+    .await
+    .ended()
+    .await;
+
+    assert_eq!(last["status"], "completed", "{last}");
+    // runs of 9 frames (2500 / 300, rounded up), each drawn at its highest score
+    let frames: Vec<u64> = (0..2500)
+        .step_by(9)
+        .map(|from| {
+            let run = from..(from + 9).min(2500);
+            run.clone()
+                .find(|&f| spiked_score(f) == run.clone().map(spiked_score).fold(0.0, f64::max))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(frames.len(), 278);
+    let chart = &last["chart"];
+    assert_eq!(
+        chart["label"],
+        "Score per frame: 2500 frames (0 to 2499), drawn as 278 points, each the highest of \
+         its frames, highest 0.97 at frame 1234",
+        "{chart}"
+    );
+    assert!(frames.contains(&1234));
+    assert_points(chart, &chart_points(&frames, spiked_score, (0, 2499)));
+    assert_eq!(last["labels"], json!(["face × 3 in 2 frames"]), "{last}");
+    // the result's best face's frame: both its faces, each with its five landmarks
+    let frame = &last["frame"];
+    assert_eq!(frame["drawn"], 2, "{last}");
+    let points = |v: &Value| serde_json::from_value::<Vec<[f64; 2]>>(v.clone()).unwrap();
+    let landmarks: Vec<[f64; 2]> = on_1234.iter().flat_map(|f| points(&f["points"])).collect();
+    assert_eq!(points(&frame["landmarks"]), landmarks, "{last}");
+    assert_eq!(
+        frame["caption"], "Frame 1234, where the best finding is: 2 regions (face × 2).",
+        "{last}"
+    );
+    assert_eq!(last["findings"].as_array().unwrap().len(), 2, "{last}");
+    assert_every_event_once(&last);
+    assert_accessible(&last, &["completed"]);
+    assert_no_console_errors(&last, &[]);
 }
 
 #[tokio::test]
@@ -677,4 +953,12 @@ async fn the_tenant_view_lists_a_tokens_analyses_and_opens_one() {
     );
     assert_accessible(&last, &["grants", "form_error"]);
     assert_no_console_errors(&last, &[]);
+}
+
+/// A flagged `completed` of `frames` frames at the fixtures' frame size.
+fn completed_event(id: &str, score: f64, frames: u64, regions: &[Value]) -> Value {
+    json!({"id": id, "type": "completed", "result": {
+        "score": score, "flagged": true, "frames_processed": frames, "total_frames": frames,
+        "regions": regions, "validation_required": false,
+        "frame_width": FRAME.0, "frame_height": FRAME.1}})
 }

@@ -5,6 +5,14 @@ import { AnalysisClient } from "/client/v1/stagecast.js";
 const $ = (id) => document.getElementById(id);
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const REGIONS_LISTED = 200;
+// Labels named in the summary and in one finding's line; the rest are counted.
+const LABELS_LISTED = 20;
+const LABELS_IN_A_LINE = 5;
+// The chart draws at most this many points, so thousands of frames stay cheap to draw.
+const CHART_POINTS = 300;
+// The chart's box, score 1 at the top (analysis.html's viewBox adds 2 above and below, so
+// the line shows whole at 0 and 1).
+const [CHART_W, CHART_H] = [300, 100];
 const CLOSE_HELP = {
   4001: "The token is invalid or has expired. Ask your service for a new link.",
   4003: "This token may not watch this analysis.",
@@ -25,6 +33,13 @@ const partialRegions = new Map();
 let latestKey = null;
 let result = null;
 let picked = null;
+
+// Each frame's own score from the partial results' `scores`, by frame (a repeat replaces),
+// and what was found by label (the partial results', then the result's regions). Both are
+// drawn once per animation frame, however many events arrive in it.
+const frameScores = new Map();
+let labelsFound = new Map();
+let redrawQueued = false;
 
 function fmtTime(ts) {
   return ts ? new Date(ts).toLocaleTimeString() : "—";
@@ -162,6 +177,8 @@ function renderResult(shown) {
   $("result-frames").textContent = `${result.frames_processed} of ${result.total_frames}`;
   $("result-review").hidden = !result.validation_required;
   $("result-summary").textContent = result.summary ?? "";
+  labelsFound = addLabels(new Map(), result.regions);
+  redrawSoon();
   const body = $("result-regions");
   body.replaceChildren();
   for (const r of result.regions.slice(0, REGIONS_LISTED)) {
@@ -244,11 +261,15 @@ function drawFrame() {
   const regions = result ? result.regions.filter((r) => r.frame === frame) : partialRegions.get(frame) ?? [];
   const [width, height] = frameSize(regions, img);
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-  svg.setAttribute("aria-label", `${regions.length} regions drawn on frame ${frame} (${width}×${height})`);
+  const landmarks = regions.reduce((n, r) => n + (r.points?.length ?? 0), 0);
+  svg.setAttribute("aria-label", `${regions.length} regions${landmarks ? ` and ${landmarks} landmarks` : ""} drawn on frame ${frame} (${width}×${height})`);
   const what = picked !== null ? "" : result ? ", where the best finding is" : ", the latest key frame";
-  $("frame-caption").textContent = `Frame ${frame}${what}: ${regions.length} region${regions.length === 1 ? "" : "s"}.`;
+  const named = labelsLine(regions);
+  $("frame-caption").textContent = `Frame ${frame}${what}: ${regions.length} region${regions.length === 1 ? "" : "s"}${named && ` (${named})`}.`;
   const ns = "http://www.w3.org/2000/svg";
   const px = (r) => r.units !== "normalized";
+  // a landmark's dot is the same size on any frame: a fraction of the frame's longer side
+  const dot = Math.max(width, height) / 160;
   for (const r of regions) {
     const [sx, sy] = px(r) ? [1, 1] : [width, height];
     const rect = document.createElementNS(ns, "rect");
@@ -261,7 +282,120 @@ function drawFrame() {
     title.textContent = `${r.label ?? "region"} ${r.score.toFixed(2)}`;
     rect.append(title);
     svg.append(rect);
+    for (const [x, y] of r.points ?? []) {
+      const circle = document.createElementNS(ns, "circle");
+      circle.setAttribute("class", "landmark");
+      circle.setAttribute("cx", x * sx);
+      circle.setAttribute("cy", y * sy);
+      circle.setAttribute("r", dot);
+      svg.append(circle);
+    }
   }
+}
+
+// Counts `regions` into `found` by label (the text read, or a class): how many regions
+// and in which frames. Regions without a label are not counted. Returns `found`.
+function addLabels(found, regions) {
+  for (const r of regions) {
+    if (r.label == null) continue;
+    if (!found.has(r.label)) found.set(r.label, { regions: 0, frames: new Set() });
+    const seen = found.get(r.label);
+    seen.regions += 1;
+    seen.frames.add(r.frame);
+  }
+  return found;
+}
+
+// The labels found, the most found first: [[label, {regions, frames}]].
+function byCount(found) {
+  return [...found].sort(([a, x], [b, y]) => y.regions - x.regions || a.localeCompare(b));
+}
+
+// "HELLO STAGECAST, face × 2": the labels of `regions` with their counts, for one line;
+// "" when none has a label.
+function labelsLine(regions) {
+  const found = byCount(addLabels(new Map(), regions));
+  const named = found.slice(0, LABELS_IN_A_LINE).map(([label, { regions: n }]) => (n > 1 ? `${label} × ${n}` : label));
+  if (found.length > LABELS_IN_A_LINE) named.push(`${found.length - LABELS_IN_A_LINE} more`);
+  return named.join(", ");
+}
+
+// The summary of what was found: one item a label, "face × 3 in 2 frames".
+function renderLabels() {
+  const found = byCount(labelsFound);
+  $("labels-found").hidden = found.length === 0;
+  const items = found.slice(0, LABELS_LISTED).map(([label, seen]) => {
+    const li = document.createElement("li");
+    const name = document.createElement("span");
+    name.className = "label";
+    name.textContent = label;
+    const frames = seen.frames.size;
+    li.append(name, ` × ${seen.regions} in ${frames} frame${frames === 1 ? "" : "s"}`);
+    return li;
+  });
+  if (found.length > LABELS_LISTED) {
+    const more = document.createElement("li");
+    more.textContent = `and ${found.length - LABELS_LISTED} more labels`;
+    items.push(more);
+  }
+  $("labels").replaceChildren(...items);
+}
+
+// The frames' scores in frame order, in at most CHART_POINTS runs of consecutive frames:
+// each run is drawn at its highest score (the first of equals), so no peak is lost.
+function scoreRuns() {
+  const sorted = [...frameScores].sort(([a], [b]) => a - b);
+  const size = Math.ceil(sorted.length / CHART_POINTS);
+  const runs = [];
+  for (let i = 0; i < sorted.length; i += size) {
+    const run = sorted.slice(i, i + size);
+    const [frame, score] = run.reduce((best, s) => (s[1] > best[1] ? s : best));
+    runs.push({ frame, score, from: run[0][0], to: run.at(-1)[0] });
+  }
+  return runs;
+}
+
+function drawChart() {
+  const runs = scoreRuns();
+  $("scores").hidden = runs.length === 0;
+  if (!runs.length) return;
+  const [first, last] = [runs[0].from, runs.at(-1).to];
+  const x = (frame) => (last === first ? CHART_W / 2 : ((frame - first) / (last - first)) * CHART_W);
+  const y = (score) => (1 - score) * CHART_H;
+  const points = runs.map((r) => `${x(r.frame).toFixed(1)},${y(r.score).toFixed(1)}`);
+  // one point alone is a line of no length: its round caps draw it as a dot
+  $("score-line").setAttribute("points", (points.length === 1 ? [points[0], points[0]] : points).join(" "));
+  const top = runs.reduce((best, r) => (r.score > best.score ? r : best));
+  const frames = frameScores.size;
+  const drawn = runs.length < frames ? `, drawn as ${runs.length} points, each the highest of its frames` : "";
+  $("score-chart").setAttribute("aria-label",
+    `Score per frame: ${frames} frame${frames === 1 ? "" : "s"} (${first} to ${last})${drawn}, highest ${top.score.toFixed(2)} at frame ${top.frame}`);
+  $("score-first").textContent = `frame ${first}`;
+  $("score-last").textContent = `frame ${last}`;
+  $("scores-table-title").textContent = runs.length < frames
+    ? `The scores as a table (the highest of every ${Math.ceil(frames / CHART_POINTS)} frames)`
+    : "The scores as a table";
+  // the table is built only while someone reads it
+  if (!$("scores-table").open) return;
+  $("score-rows").replaceChildren(...runs.map((r) => {
+    const tr = document.createElement("tr");
+    for (const text of [r.from === r.to ? `${r.from}` : `${r.from}–${r.to}`, r.score.toFixed(2)]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.append(td);
+    }
+    return tr;
+  }));
+}
+
+function redrawSoon() {
+  if (redrawQueued) return;
+  redrawQueued = true;
+  requestAnimationFrame(() => {
+    redrawQueued = false;
+    drawChart();
+    renderLabels();
+  });
 }
 
 function pick(frame) {
@@ -322,6 +456,12 @@ function onEvent(stored) {
       if (e.message) logLine($("messages"), stored, `${e.stage}: ${e.message}`);
       break;
     case "partial_result": {
+      for (const s of e.scores ?? []) frameScores.set(s.frame, s.score);
+      // the result's regions replace the partial results' (a replay may bring it first)
+      if (!result) addLabels(labelsFound, e.regions);
+      redrawSoon();
+      // a batch of scores alone is no finding: the chart shows it
+      if (!e.regions.length) break;
       const frames = [...new Set(e.regions.map((r) => r.frame))];
       for (const r of e.regions) {
         if (!partialRegions.has(r.frame)) partialRegions.set(r.frame, []);
@@ -331,8 +471,8 @@ function onEvent(stored) {
       const top = bestRegion(e.regions);
       const count = `${e.regions.length} region${e.regions.length === 1 ? "" : "s"}`;
       const where = `in frame${frames.length > 1 ? "s" : ""} ${frames.join(", ")}`;
-      const text = top ? `${count} ${where} (best ${top.score.toFixed(2)})` : "no regions";
-      logLine($("partials"), stored, text, top && (() => pick(top.frame)));
+      const named = labelsLine(e.regions);
+      logLine($("partials"), stored, `${count} ${where} (best ${top.score.toFixed(2)})${named && `: ${named}`}`, () => pick(top.frame));
       drawFrame();
       break;
     }
@@ -380,6 +520,7 @@ function main() {
   }
   // the token rides in the query: an <img> sends no Authorization header
   artifactUrl = (name) => `/v1/analyses/${encodeURIComponent(id)}/artifacts/${encodeURIComponent(name)}?token=${encodeURIComponent(token)}`;
+  $("scores-table").addEventListener("toggle", drawChart);
   $("frame-follow").addEventListener("click", () => {
     pick(null);
     // the button hides itself: keep keyboard focus in the frame view, not at the page top

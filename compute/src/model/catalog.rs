@@ -227,7 +227,7 @@ mod tests {
             three.contains("chain: names a detector and the model"),
             "{three}"
         );
-        let margin = refused(&shipped("text-read.toml").replace("margin = 0.0", "margin = 2.0"));
+        let margin = refused(&shipped("text-read.toml").replace("margin = 0.1", "margin = 2.0"));
         assert!(
             margin.contains("crop.margin must be in 0..=1, got 2"),
             "{margin}"

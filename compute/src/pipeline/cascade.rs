@@ -27,7 +27,14 @@ pub(crate) async fn label(
     let Some((next, crop)) = model.next() else {
         return Ok(Some(0));
     };
-    let picked = pick(found, crop);
+    let mut picked = pick(found, crop);
+    // PaddleOCR's order: crops of like aspect ratio go together, so a batch of text lines
+    // pads little (gray padding makes the recogniser drop spaces)
+    let ratio = |&(f, r): &(usize, usize)| {
+        let region = &found[f].regions[r];
+        region.w / region.h.max(f64::MIN_POSITIVE)
+    };
+    picked.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
     let spec = next.manifest().input.clone();
     for chunk in picked.chunks(batch_size.max(1)) {
         let crops: Vec<RgbImage> = chunk
@@ -81,7 +88,7 @@ fn pick(found: &[FrameFindings], crop: CropSpec) -> Vec<(usize, usize)> {
 
 /// The region, grown by `margin` of its size on each side and clamped to the frame, cut
 /// out of `image` (the frame, possibly scaled from `frame_size`).
-fn cut(
+pub fn cut(
     image: &RgbImage,
     region: &stagecast_shared::event::Region,
     margin: f32,

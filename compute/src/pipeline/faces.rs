@@ -140,7 +140,7 @@ pub(crate) async fn detect(
 
 /// The pyramid: scales from `12 / min_face_size` down by `scale_factor` while the
 /// shorter side stays at least 12 pixels.
-fn scales(w: u32, h: u32, spec: &MtcnnSpec) -> Vec<f64> {
+pub fn scales(w: u32, h: u32, spec: &MtcnnSpec) -> Vec<f64> {
     let m = CELL / f64::from(spec.min_face_size);
     let factor = spec.scale_factor;
     let mut side = f64::from(w.min(h)) * m;
@@ -214,7 +214,14 @@ async fn refine(
     cancel: &CancellationToken,
 ) -> Result<Option<Vec<Tensor32>>, Error> {
     if windows.is_empty() {
-        return Ok(Some(Vec::new()));
+        // no outputs to read: `judged` returns before looking at them
+        return Ok(Some(vec![
+            Tensor32 {
+                shape: vec![0],
+                data: Vec::new()
+            };
+            3
+        ]));
     }
     let crops: Vec<RgbImage> = windows.iter().map(|w| crop(&images[w.image], w)).collect();
     let input = input.clone();

@@ -4,10 +4,10 @@
 //! few frames ahead while a batch is on the model, so memory stays flat on long videos.
 //! CPU-heavy steps run on blocking threads, never on the tokio reactor.
 
-mod cascade;
+pub mod cascade;
 mod decode;
 mod drive;
-mod faces;
+pub mod faces;
 mod fetch;
 mod infer;
 mod keyframe;
