@@ -11,7 +11,7 @@ use stagecast_shared::dispatch::parse_submit_body;
 use stagecast_shared::ids::{AnalysisId, NodeId, PoolName};
 use stagecast_shared::limits::MAX_BODY_BYTES;
 use stagecast_shared::token::{ALL_ANALYSES, KeySet};
-use stagecast_shared::validate::parse_publish_body;
+use stagecast_shared::validate::PublishError;
 use stagecast_shared::ws::TOKEN_QUERY;
 use tracing::Instrument;
 use worker::{Context, Env, Request, Response, Result, event};
@@ -228,7 +228,8 @@ async fn to_analysis_route(
         principal,
     } = media;
     let (op, body) = match &request.route {
-        Route::Publish(_) => match read_body(req, parse_publish_body).await? {
+        // the object parses and checks the body: once, where it is applied
+        Route::Publish(_) => match read_capped(req).await? {
             Ok(body) => (Op::Publish, Some(body)),
             Err(err) => return error_response(&err),
         },
@@ -281,7 +282,7 @@ async fn submit(req: Request, env: Env, request: &Incoming, keys: &KeySet) -> Re
     if let Err(body) = request.authorize(keys, None) {
         return error_response(&body);
     }
-    let body = match read_body(req, parse_submit_body).await? {
+    let body = match read_capped(req).await? {
         Ok(body) => body,
         Err(err) => return error_response(&err),
     };
@@ -374,27 +375,21 @@ fn new_analysis_id() -> Result<AnalysisId> {
     AnalysisId::parse(&random_hex()?).map_err(|e| worker::Error::RustError(e.to_string()))
 }
 
-/// A body, bounded and checked by `parse` here so a bad one never reaches an object.
-async fn read_body<T, E: ApiError>(
-    mut req: Request,
-    parse: impl Fn(&[u8]) -> std::result::Result<T, E>,
-) -> Result<std::result::Result<Vec<u8>, ErrorBody>> {
+/// A body of at most [`MAX_BODY_BYTES`] (413 above it, before reading when declared).
+/// Its parse is the caller's, or the object's, so it happens once.
+async fn read_capped(mut req: Request) -> Result<std::result::Result<Vec<u8>, ErrorBody>> {
     let declared = req
         .headers()
         .get("content-length")?
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
-        return Ok(Err(ErrorBody::new(
-            ErrorCode::PayloadTooLarge,
-            format!(
-                "body of {} bytes is over the {MAX_BODY_BYTES} byte limit",
-                declared.unwrap_or(0)
-            ),
-        )));
+    let too_large = |len| PublishError::TooLarge { len }.body();
+    if let Some(n) = declared.filter(|&n| n > MAX_BODY_BYTES) {
+        return Ok(Err(too_large(n)));
     }
     let body = req.bytes().await?;
-    Ok(match parse(&body) {
-        Ok(_) => Ok(body),
-        Err(e) => Err(e.body()),
+    Ok(if body.len() > MAX_BODY_BYTES {
+        Err(too_large(body.len()))
+    } else {
+        Ok(body)
     })
 }

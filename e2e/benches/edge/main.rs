@@ -10,6 +10,7 @@
 //! Not a test: it checks nothing beyond sanity and prints what it measured, including what
 //! went missing. Every wait is bounded; the whole run stops after `RUN_LIMIT`.
 
+mod breakdown;
 mod latency;
 mod memory;
 mod peers;
@@ -122,6 +123,7 @@ async fn run() -> anyhow::Result<()> {
     };
 
     let floor = request_floor(&bench).await;
+    let breakdown = breakdown::measure(&bench, &bench.stagecast).await;
     let pgid = bench
         .edge
         .process_group()
@@ -165,6 +167,7 @@ async fn run() -> anyhow::Result<()> {
 
     let peers_about: Vec<(&str, &str)> = PEERS.iter().map(|p| (p.name, p.about)).collect();
     print_floor(&floor);
+    breakdown::print_breakdown(&floor, &breakdown);
     print_summary(&systems, &peers_about);
     for runs in &systems {
         print_latency(runs.name, &runs.latency);
