@@ -363,8 +363,8 @@ fn main() {
         "\nTarget: under 1%. A cost is extra time (or CPU) per frame; negative means within noise. \
          With the edge on the same two cores, workerd's work and ONNX Runtime's spinning \
          threads under contention land in the first two columns, and with the edge down so \
-         do the retries of the key-frame uploads, which a run waits for (a few seconds at \
-         most) before its terminal event; the last row of each model is the reporter's own \
+         do the retries of the key-frame uploads, which a run waits for (up to \
+         `artifacts::FINISH_WITHIN`) before its terminal event; the last row of each model is the reporter's own \
          share."
     );
     println!("\nThe bench took {:.0} s.", began.elapsed().as_secs_f64());
