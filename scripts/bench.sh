@@ -18,6 +18,9 @@ cargo bench -q -p stagecast-e2e --bench node | tee bench/out/node.md
 log "edge: delivery latency, throughput, frame sizes, memory per socket (about 2 minutes)"
 cargo bench -q -p stagecast-e2e --bench edge | tee bench/out/edge.md
 
+log "bill: what the demo's analysis bills on Cloudflare, counted by its object (about 1 minute)"
+cargo bench -q -p stagecast-e2e --bench bill | tee bench/out/bill.md
+
 log "dispatch: submit-to-lease latency, one pool's throughput, requeue and cancel (about 2 minutes)"
 cargo bench -q -p stagecast-e2e --bench dispatch | tee bench/out/dispatch.md
 

@@ -37,3 +37,5 @@ mod pool;
 mod respond;
 #[cfg(target_arch = "wasm32")]
 mod store;
+#[cfg(target_arch = "wasm32")]
+mod usage;

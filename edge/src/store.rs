@@ -2,6 +2,7 @@
 //! after their frame is trimmed), the state machine in one row, and the artifacts' records.
 
 use std::collections::HashSet;
+use std::rc::Rc;
 
 use serde::Deserialize;
 use stagecast_shared::Analysis;
@@ -10,12 +11,16 @@ use stagecast_shared::stored::StoredEvent;
 use stagecast_shared::ws::ServerMessage;
 use worker::{Result, SqlStorage, SqlStorageValue};
 
+use crate::usage::Usage;
+
 const STATE_KEY: &str = "analysis";
 /// The verified tenant the object belongs to, for its log lines where no request names it.
 const TENANT_KEY: &str = "tenant";
 
 pub struct Store {
     sql: SqlStorage,
+    /// Where the rows each write touched are counted.
+    usage: Rc<Usage>,
 }
 
 /// A stored event's frame (its socket message, JSON) and its seq.
@@ -53,8 +58,15 @@ fn seq_value(seq: u64) -> Result<SqlStorageValue> {
 }
 
 impl Store {
-    pub fn new(sql: SqlStorage) -> Self {
-        Self { sql }
+    pub fn new(sql: SqlStorage, usage: Rc<Usage>) -> Self {
+        Self { sql, usage }
+    }
+
+    /// Runs a statement that writes, counting the rows it wrote.
+    fn write(&self, query: &str, params: Vec<SqlStorageValue>) -> Result<()> {
+        let cursor = self.sql.exec(query, params)?;
+        self.usage.rows_written(cursor.rows_written());
+        Ok(())
     }
 
     pub fn migrate(&self) -> Result<()> {
@@ -92,11 +104,10 @@ impl Store {
     }
 
     fn put_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.sql.exec(
+        self.write(
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             vec![key.into(), value.into()],
-        )?;
-        Ok(())
+        )
     }
 
     pub fn load_tenant(&self) -> Result<Option<String>> {
@@ -121,17 +132,16 @@ impl Store {
     }
 
     pub fn insert_event(&self, event: &StoredEvent, frame: &str) -> Result<()> {
-        self.sql.exec(
+        self.write(
             "INSERT INTO events (seq, event_id, frame) VALUES (?, ?, ?)",
             vec![seq_value(event.seq)?, event.event.id().into(), frame.into()],
-        )?;
-        Ok(())
+        )
     }
 
     /// Drops the frames of all but the newest `limit` events; their ids stay for dedupe.
     pub fn trim_history(&self, last_seq: u64, limit: u64) -> Result<()> {
         if last_seq > limit {
-            self.sql.exec(
+            self.write(
                 "UPDATE events SET frame = NULL WHERE seq <= ? AND frame IS NOT NULL",
                 vec![seq_value(last_seq - limit)?],
             )?;
@@ -200,21 +210,20 @@ impl Store {
     }
 
     pub fn insert_artifact(&self, artifact: &ArtifactRecord) -> Result<()> {
-        self.sql.exec(
+        self.write(
             "INSERT INTO artifacts (name, record) VALUES (?, ?)",
             vec![
                 artifact.name.as_str().into(),
                 serde_json::to_string(artifact)?.into(),
             ],
-        )?;
-        Ok(())
+        )
     }
 
     /// Deletes everything: the retention period is over.
     pub fn wipe(&self) -> Result<()> {
-        self.sql.exec("DELETE FROM events", None)?;
-        self.sql.exec("DELETE FROM meta", None)?;
-        self.sql.exec("DELETE FROM artifacts", None)?;
+        for table in ["events", "meta", "artifacts"] {
+            self.write(&format!("DELETE FROM {table}"), Vec::new())?;
+        }
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ mod stream;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
+use std::rc::Rc;
 
 use stagecast_shared::Analysis;
 use stagecast_shared::api::{ErrorBody, ErrorCode};
@@ -30,6 +31,7 @@ use crate::rate::PublishBucket;
 use crate::respond::{error_response, message_text, truncate_reason};
 use crate::socket::SocketInfo;
 use crate::store::Store;
+use crate::usage::Usage;
 
 #[durable_object]
 pub struct AnalysisObject {
@@ -55,12 +57,15 @@ pub struct AnalysisObject {
     /// The open Server-Sent Events streams: unlike sockets they do not hibernate, so they
     /// live (and die) with this instance.
     streams: stream::Streams,
+    /// What this instance has billed so far, logged at the analysis' end.
+    usage: Rc<Usage>,
 }
 
 impl DurableObject for AnalysisObject {
     fn new(state: State, env: Env) -> Self {
         crate::log::init();
-        if let Err(e) = Store::new(state.storage().sql()).migrate() {
+        let usage = Rc::new(Usage::default());
+        if let Err(e) = Store::new(state.storage().sql(), usage.clone()).migrate() {
             let name = state.id().name().unwrap_or_default();
             let (tenant, analysis_id) = parse_object_name(&name).unwrap_or(("unknown", ""));
             tracing::error!(tenant, analysis_id, error = %e, "schema migration failed");
@@ -82,10 +87,12 @@ impl DurableObject for AnalysisObject {
             alarm_at: Cell::new(None),
             limits: RefCell::new(None),
             streams: stream::Streams::default(),
+            usage,
         }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
+        self.usage.request();
         let Some(header) = req.headers().get(OP_HEADER)? else {
             return error_response(&ErrorBody::new(ErrorCode::NotFound, "not an edge request"));
         };
@@ -95,6 +102,7 @@ impl DurableObject for AnalysisObject {
     }
 
     async fn alarm(&self) -> Result<Response> {
+        self.usage.request();
         let id = self
             .with_stored(|a| a.analysis_id().to_string())?
             .unwrap_or_default();
@@ -107,6 +115,7 @@ impl DurableObject for AnalysisObject {
         ws: WebSocket,
         message: WebSocketIncomingMessage,
     ) -> Result<()> {
+        self.usage.message_in();
         let Some(info) = ws.deserialize_attachment::<SocketInfo>()? else {
             return Ok(());
         };

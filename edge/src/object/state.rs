@@ -18,7 +18,7 @@ use crate::store::Store;
 
 impl AnalysisObject {
     pub(super) fn store(&self) -> Store {
-        Store::new(self.state.storage().sql())
+        Store::new(self.state.storage().sql(), self.usage.clone())
     }
 
     /// The tenant this object belongs to: from a request, the object's name
@@ -104,6 +104,9 @@ impl AnalysisObject {
             }
         }
         self.streams.send(stored, &frames);
+        if stored.iter().any(|e| e.event.is_terminal()) {
+            self.usage.log();
+        }
         Ok(())
     }
 
@@ -129,6 +132,7 @@ impl AnalysisObject {
         if current.is_none_or(|c| deadline < c) {
             let at = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(deadline as f64));
             storage.set_alarm(ScheduledTime::new(at)).await?;
+            self.usage.alarm_set();
             self.alarm_at.set(Some(Some(deadline)));
         }
         Ok(())
