@@ -666,22 +666,25 @@ fn assert_points(chart: &Value, expected: &[[f64; 2]]) {
     }
 }
 
+/// The stages of a cascade such as `text-read`, in the order the node reports them.
+const CASCADE_STAGES: [&str; 7] = [
+    "fetch",
+    "decode",
+    "preprocess",
+    "infer",
+    "crop",
+    "label",
+    "postprocess",
+];
+
 #[tokio::test]
 async fn the_page_charts_each_frames_score_and_names_the_text_read() {
     let edge = shared_edge().await;
     let id = "page-scores";
-    let stages: Vec<Value> = [
-        "fetch",
-        "decode",
-        "preprocess",
-        "infer",
-        "crop",
-        "label",
-        "postprocess",
-    ]
-    .iter()
-    .map(|name| json!({"name": name, "weight": 1.0}))
-    .collect();
+    let stages: Vec<Value> = CASCADE_STAGES
+        .iter()
+        .map(|name| json!({"name": name, "weight": 1.0}))
+        .collect();
     let started = json!({"id": "s-start", "type": "started", "model": "text-read",
         "total_frames": 30, "stages": stages});
     publish_ok(edge, id, &[started]).await;
@@ -724,18 +727,7 @@ async fn the_page_charts_each_frames_score_and_names_the_text_read() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        names,
-        [
-            "fetch",
-            "decode",
-            "preprocess",
-            "infer",
-            "crop",
-            "label",
-            "postprocess"
-        ]
-    );
+    assert_eq!(names, CASCADE_STAGES);
     let chart = &live["chart"];
     assert_eq!(
         chart["label"], "Score per frame: 30 frames (0 to 29), highest 0.93 at frame 12",

@@ -392,6 +392,8 @@ async function api(path) {
   const body = await res.json().catch(() => null);
   if (res.status >= 400 && res.status < 500) throw new Refused(res.status, body);
   if (!res.ok) throw new Error(`HTTP ${res.status}`);
+  // a restarting edge can answer 200 with no JSON: passing trouble, not an empty pool
+  if (body === null) throw new Error(`HTTP ${res.status} without a JSON body`);
   return body;
 }
 

@@ -110,7 +110,10 @@ fn main() -> anyhow::Result<()> {
 async fn run() -> anyhow::Result<()> {
     print_header();
     let started = Instant::now();
-    let edge = Edge::start(&EDGE_VARS).await.context("starting the edge")?;
+    // at the peers' log level, so no side pays for log lines the other does not write
+    let edge = Edge::start_quiet(&EDGE_VARS)
+        .await
+        .context("starting the edge")?;
     eprintln!("edge up in {:.1?}", started.elapsed());
     let bench = Bench {
         stagecast: Target::at("Stagecast", edge.config.port),
@@ -227,7 +230,7 @@ fn print_header() {
     println!("- command: `{COMMAND}`");
     println!("- machine: {}", host::describe());
     println!(
-        "- edge: the release Worker of `edge/build` in wrangler {} (`wrangler dev`) -> workerd {}, on 127.0.0.1; vars STAGECAST_MAX_SOCKETS=100000, STAGECAST_PUBLISH_RATE=1000000 (so the limiter never refuses), STAGECAST_STALL_TIMEOUT_MS=3600000",
+        "- edge: the release Worker of `edge/build` in wrangler {} (`wrangler dev`) -> workerd {}, on 127.0.0.1, `--log-level warn` as the PartyServer peer runs; vars STAGECAST_MAX_SOCKETS=100000, STAGECAST_PUBLISH_RATE=1000000 (so the limiter never refuses), STAGECAST_STALL_TIMEOUT_MS=3600000",
         version("wrangler"),
         version("workerd")
     );
