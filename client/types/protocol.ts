@@ -45,6 +45,11 @@ score: number, label?: string,
 points?: Array<[number, number]>, };
 
 /**
+ * One frame's score (0..=1), as the analysis' score is the best of them.
+ */
+export type FrameScore = { frame: number, score: number, };
+
+/**
  * Units of a region's box.
  */
 export type Units = "px" | "normalized";

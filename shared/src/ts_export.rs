@@ -47,6 +47,7 @@ fn generate() -> String {
     decl::<EventKind>(&cfg, &mut out);
     decl::<StageSpec>(&cfg, &mut out);
     decl::<Region>(&cfg, &mut out);
+    decl::<FrameScore>(&cfg, &mut out);
     decl::<Units>(&cfg, &mut out);
     decl::<AnalysisResult>(&cfg, &mut out);
     decl::<ErrorInfo>(&cfg, &mut out);
