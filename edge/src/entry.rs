@@ -29,36 +29,29 @@ use crate::respond::{ALLOW_ORIGIN, error_response, preflight_response, refuse_we
 use crate::route::{Route, RouteError};
 
 thread_local! {
-    /// Parsed keys, reused while the configuration string is unchanged.
-    static KEYS: RefCell<Option<(String, Rc<KeySet>)>> = const { RefCell::new(None) };
+    /// The parsed keys of this isolate.
+    static KEYS: RefCell<Option<Rc<KeySet>>> = const { RefCell::new(None) };
 }
 
+fn secret_or_var(env: &Env, name: &str) -> Option<String> {
+    env.secret(name)
+        .map(|s| s.to_string())
+        .ok()
+        .or_else(|| env.var(name).map(|v| v.to_string()).ok())
+}
+
+/// The tenants' keys, parsed once per isolate: secrets and vars change only with a
+/// deploy, which starts new isolates.
 fn keys(env: &Env) -> std::result::Result<Rc<KeySet>, ConfigError> {
-    let tenants = env
-        .secret("STAGECAST_TENANTS")
-        .map(|s| s.to_string())
-        .ok()
-        .or_else(|| env.var("STAGECAST_TENANTS").map(|v| v.to_string()).ok());
-    let dev = env
-        .secret("STAGECAST_DEV_SECRET")
-        .map(|s| s.to_string())
-        .ok()
-        .or_else(|| env.var("STAGECAST_DEV_SECRET").map(|v| v.to_string()).ok());
-    let fingerprint = format!(
-        "{}\u{0}{}",
-        tenants.as_deref().unwrap_or(""),
-        dev.as_deref().unwrap_or("")
-    );
-    KEYS.with(|cell| {
-        if let Some((seen, keys)) = cell.borrow().as_ref()
-            && *seen == fingerprint
-        {
-            return Ok(keys.clone());
-        }
-        let keys = Rc::new(config::key_set(tenants.as_deref(), dev.as_deref())?);
-        *cell.borrow_mut() = Some((fingerprint, keys.clone()));
-        Ok(keys)
-    })
+    if let Some(keys) = KEYS.with(|cell| cell.borrow().clone()) {
+        return Ok(keys);
+    }
+    let keys = Rc::new(config::key_set(
+        secret_or_var(env, "STAGECAST_TENANTS").as_deref(),
+        secret_or_var(env, "STAGECAST_DEV_SECRET").as_deref(),
+    )?);
+    KEYS.with(|cell| *cell.borrow_mut() = Some(keys.clone()));
+    Ok(keys)
 }
 
 #[event(fetch)]

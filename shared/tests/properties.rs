@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use common::*;
 use proptest::prelude::*;
 use stagecast_shared::event::Event;
+use stagecast_shared::machine::ReplayError;
 use stagecast_shared::{Analysis, Status, StoredEvent};
 
 const STAGES: [&str; 3] = ["decode", "infer", "report"];
@@ -253,6 +254,27 @@ proptest! {
         let json = serde_json::to_string(&log).unwrap();
         let from_json: Vec<StoredEvent> = serde_json::from_str(&json).unwrap();
         prop_assert_eq!(Analysis::replay(a.analysis_id().clone(), from_json).unwrap(), a);
+    }
+
+    #[test]
+    fn resume_from_any_checkpoint_equals_the_live_analysis(ops in history(), split in any::<prop::sample::Index>()) {
+        let (a, log) = play(&ops)?;
+        let at = split.index(log.len() + 1);
+        let checkpoint = Analysis::replay(a.analysis_id().clone(), &log[..at]).unwrap();
+        // Saved as the edge saves it.
+        let saved: Analysis = serde_json::from_str(&serde_json::to_string(&checkpoint).unwrap()).unwrap();
+        prop_assert_eq!(saved.resume(&log[at..]).unwrap(), a);
+    }
+
+    #[test]
+    fn resume_refuses_a_gap(ops in started_history(), skip in any::<prop::sample::Index>()) {
+        let (a, log) = play(&ops)?;
+        prop_assume!(log.len() >= 2);
+        let at = skip.index(log.len() - 1);
+        let checkpoint = Analysis::replay(a.analysis_id().clone(), &log[..at]).unwrap();
+        let resumed = checkpoint.resume(&log[at + 1..]);
+        let due = (at + 1) as u64;
+        prop_assert_eq!(resumed, Err(ReplayError::Gap { expected: due, found: due + 1 }));
     }
 
     #[test]

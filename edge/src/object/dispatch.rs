@@ -123,7 +123,9 @@ impl AnalysisObject {
             }
             (events, changed, reply)
         })?;
-        if !events.is_empty() || changed {
+        if changed {
+            self.commit_state(&events, limits)?;
+        } else if !events.is_empty() {
             self.commit(&events, limits)?;
         }
         if changed && events.is_empty() {

@@ -47,7 +47,7 @@ impl AnalysisObject {
             Ok(replaced) => replaced,
             Err(e) => return error_response(&e.body()),
         };
-        self.commit(&[], limits)?;
+        self.commit_state(&[], limits)?;
         // an upload never submitted is deleted a retention period later
         self.schedule(limits, None).await?;
         if let Some(old) = replaced {

@@ -39,6 +39,11 @@ pub struct AnalysisObject {
     env: Env,
     /// The state machine, loaded from storage on first use after (re)construction.
     analysis: RefCell<Option<Analysis>>,
+    /// The seq storage's checkpoint of the state was saved at (None: none saved yet).
+    checkpoint_seq: Cell<Option<u64>>,
+    /// The id of every stored event, read from the log by the first publish after
+    /// (re)construction: a publish dedupes in memory, with no query.
+    event_ids: RefCell<Option<HashSet<String>>>,
     /// The publish rate limit; in memory only, so a rebuilt object starts it full.
     bucket: RefCell<Option<PublishBucket>>,
     /// The verified tenant, for log lines outside a request (alarm, socket events).
@@ -80,6 +85,8 @@ impl DurableObject for AnalysisObject {
             state,
             env,
             analysis: RefCell::new(None),
+            checkpoint_seq: Cell::new(None),
+            event_ids: RefCell::new(None),
             bucket: RefCell::new(None),
             tenant: RefCell::new(None),
             tenant_saved: Cell::new(false),

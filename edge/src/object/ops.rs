@@ -57,7 +57,7 @@ impl AnalysisObject {
             return error_response(&e.body());
         }
         let ids: Vec<&str> = request.events.iter().map(|e| e.id.as_str()).collect();
-        let known = self.store().known_ids(&ids)?;
+        let known = self.known_ids(&ids)?;
         let now = now_ms();
         let applied = self.with_analysis(id, |a| {
             a.apply_batch(request.events, now, |id| known.contains(id))
@@ -117,11 +117,15 @@ impl AnalysisObject {
         &self,
         id: &AnalysisId,
         since: Option<u64>,
+        limits: &Limits,
     ) -> Result<(ServerMessage, Vec<Frame>)> {
         let snapshot = self.with_analysis(id, |a| a.snapshot())?;
         let (frames, recovered) = match since {
             None => (Vec::new(), true),
-            Some(since) => self.store().frames_after(since, snapshot.last_seq)?,
+            Some(since) => {
+                self.store()
+                    .frames_after(since, snapshot.last_seq, limits.history_limit)?
+            }
         };
         let hello = ServerMessage::Hello {
             analysis_id: id.to_string(),
@@ -152,7 +156,7 @@ impl AnalysisObject {
         self.state.accept_web_socket(&pair.server);
         pair.server
             .serialize_attachment(SocketInfo::new(&fwd.analysis_id, &fwd.principal))?;
-        let (hello, frames) = self.greeting(&fwd.analysis_id, since)?;
+        let (hello, frames) = self.greeting(&fwd.analysis_id, since, limits)?;
         send(&pair.server, &hello)?;
         for frame in &frames {
             pair.server.send_with_str(&frame.text)?;
@@ -174,7 +178,9 @@ impl AnalysisObject {
             Op::Snapshot => json_response(&self.with_analysis(id, |a| a.snapshot())?, 200),
             Op::Events { since, limit } => {
                 let last_seq = self.with_analysis(id, |a| a.last_seq())?;
-                let events = self.store().events_after(*since, *limit)?;
+                let events =
+                    self.store()
+                        .events_after(*since, *limit, last_seq, limits.history_limit)?;
                 json_response(&EventsPage { events, last_seq }, 200)
             }
             Op::Cancel => match self.request_cancel(id, &fwd.principal.sub, &limits).await? {
@@ -221,7 +227,7 @@ impl AnalysisObject {
                 self.delete_media(&id).await?;
             }
             self.store().wipe()?;
-            *self.analysis.borrow_mut() = None;
+            self.forget_state();
             self.streams.end_all();
             // The stored tenant went with the rest; the next commit writes it again.
             self.tenant_saved.set(false);

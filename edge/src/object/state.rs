@@ -2,6 +2,7 @@
 //! commit of events and state with its fan-out to the sockets, and the one alarm.
 
 use std::cell::RefMut;
+use std::collections::HashSet;
 
 use stagecast_shared::Analysis;
 use stagecast_shared::api::{ErrorBody, ErrorCode};
@@ -14,7 +15,7 @@ use super::AnalysisObject;
 use crate::auth::parse_object_name;
 use crate::config::Limits;
 use crate::deadline::next_alarm;
-use crate::store::Store;
+use crate::store::{CHECKPOINT_EVERY, Store};
 
 impl AnalysisObject {
     pub(super) fn store(&self) -> Store {
@@ -50,9 +51,33 @@ impl AnalysisObject {
     pub(super) fn loaded(&self) -> Result<RefMut<'_, Option<Analysis>>> {
         let mut cell = self.analysis.borrow_mut();
         if cell.is_none() {
-            *cell = self.store().load_analysis()?;
+            let restored = self.store().load_analysis()?;
+            self.checkpoint_seq
+                .set(restored.as_ref().map(|r| r.checkpoint_seq));
+            *cell = restored.map(|r| r.analysis);
         }
         Ok(cell)
+    }
+
+    /// Which of `ids` are stored already, from the ids held in memory.
+    pub(super) fn known_ids(&self, ids: &[&str]) -> Result<HashSet<String>> {
+        let mut cell = self.event_ids.borrow_mut();
+        if cell.is_none() {
+            *cell = Some(self.store().event_ids()?);
+        }
+        let known = cell.as_ref().expect("loaded above");
+        Ok(ids
+            .iter()
+            .filter(|id| known.contains(**id))
+            .map(|id| (*id).to_owned())
+            .collect())
+    }
+
+    /// Forgets what storage may no longer hold: the next use reads it again.
+    pub(super) fn forget_state(&self) {
+        *self.analysis.borrow_mut() = None;
+        *self.event_ids.borrow_mut() = None;
+        self.checkpoint_seq.set(None);
     }
 
     /// Runs `f` on the stored analysis, if there is one.
@@ -71,30 +96,54 @@ impl AnalysisObject {
             .get_or_insert_with(|| Analysis::new(id.clone()))))
     }
 
-    /// Stores new events and the state, then sends each event to every socket, in order.
-    /// Nothing awaits in between, so the writes commit together or not at all.
+    /// Stores new events, then sends each event to every socket, in order. The state is
+    /// checkpointed when due; the log's newer events rebuild the rest on a wake.
     pub(super) fn commit(&self, stored: &[StoredEvent], limits: &Limits) -> Result<()> {
+        self.commit_with(stored, false, limits)
+    }
+
+    /// As [`Self::commit`], for a state change the events do not tell (an input stored,
+    /// a queue position): the state is checkpointed whatever the count.
+    pub(super) fn commit_state(&self, stored: &[StoredEvent], limits: &Limits) -> Result<()> {
+        self.commit_with(stored, true, limits)
+    }
+
+    /// Nothing awaits between the writes, so they commit together or not at all.
+    fn commit_with(&self, stored: &[StoredEvent], untold: bool, limits: &Limits) -> Result<()> {
         let store = self.store();
         let written = (|| {
-            let mut frames = Vec::with_capacity(stored.len());
-            for event in stored {
-                let text = serde_json::to_string(&ServerMessage::Event(event.clone()))?;
-                store.insert_event(event, &text)?;
-                frames.push(text);
-            }
+            let frames = stored
+                .iter()
+                .map(|event| serde_json::to_string(&ServerMessage::Event(event.clone())))
+                .collect::<serde_json::Result<Vec<_>>>()?;
+            store.append(stored, &frames)?;
             if !self.tenant_saved.get() {
                 store.save_tenant(&self.tenant())?;
             }
+            let mut checkpoint = self.checkpoint_seq.get();
             if let Some(analysis) = self.analysis.borrow().as_ref() {
-                store.save_analysis(analysis)?;
-                store.trim_history(analysis.last_seq(), limits.history_limit)?;
+                let last_seq = analysis.last_seq();
+                let due = untold
+                    || stored.iter().any(|e| e.event.is_terminal())
+                    || checkpoint.is_none_or(|seq| last_seq - seq >= CHECKPOINT_EVERY);
+                if due {
+                    store.save_checkpoint(analysis)?;
+                    checkpoint = Some(last_seq);
+                }
+                // a wake resumes from the checkpoint, so its newer frames stay
+                let trim = last_seq.saturating_sub(limits.history_limit);
+                store.trim_history(trim.min(checkpoint.unwrap_or(0)))?;
             }
-            Ok::<_, worker::Error>(frames)
+            Ok::<_, worker::Error>((frames, checkpoint))
         })();
-        let frames = written.inspect_err(|_| {
+        let (frames, checkpoint) = written.inspect_err(|_| {
             // Reload from storage next time rather than trust a state storage did not take.
-            *self.analysis.borrow_mut() = None;
+            self.forget_state();
         })?;
+        self.checkpoint_seq.set(checkpoint);
+        if let Some(ids) = self.event_ids.borrow_mut().as_mut() {
+            ids.extend(stored.iter().map(|e| e.event.id().to_owned()));
+        }
         self.tenant_saved.set(true);
         let sockets = self.state.get_websockets();
         for text in &frames {

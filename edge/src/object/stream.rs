@@ -79,7 +79,7 @@ impl AnalysisObject {
         }
         // The greeting and the registration happen with no await in between: the stream
         // gets every event committed after its replay, and none twice.
-        let (hello, frames) = self.greeting(&fwd.analysis_id, since)?;
+        let (hello, frames) = self.greeting(&fwd.analysis_id, since, limits)?;
         let mut head = sse::hello(&serde_json::to_string(&hello)?);
         for frame in &frames {
             head.push_str(&sse::event(frame.seq, &frame.text));

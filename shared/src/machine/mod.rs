@@ -217,7 +217,17 @@ impl Analysis {
         I: IntoIterator,
         I::Item: Borrow<StoredEvent>,
     {
-        let mut analysis = Self::new(analysis_id);
+        Self::new(analysis_id).resume(stored)
+    }
+
+    /// Brings a saved analysis (a checkpoint) up to date with the events stored after it,
+    /// in seq order from `last_seq + 1`. The result equals the analysis that stored them.
+    pub fn resume<I>(self, stored: I) -> Result<Self, ReplayError>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<StoredEvent>,
+    {
+        let mut analysis = self;
         for item in stored {
             let stored: &StoredEvent = item.borrow();
             let seq = stored.seq;
