@@ -44,6 +44,7 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod edge_socket;
 pub mod error;
 pub mod gpu;
 pub mod jobs;

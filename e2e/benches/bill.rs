@@ -7,14 +7,15 @@
 //! viewers time every node event from the node's stamp (`event.ts`) to its arrival.
 //!
 //! Needs ffmpeg, ONNX Runtime and the models from `make setup` and the edge built.
-//! STAGECAST_BENCH_RUNS (default 3) sets the runs; every run is printed.
+//! Each run publishes the analysis twice, over the node's publish socket (its default) and
+//! over HTTP only. STAGECAST_BENCH_RUNS (default 3) sets the runs; every run is printed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use stagecast_compute::publish::{EdgeClient, NodeIdentity, Outbox, Publication};
+use stagecast_compute::publish::{EdgeClient, NodeIdentity, Outbox, Publication, PublishOver};
 use stagecast_compute::{
     CancellationToken, Catalog, Model, Outcome, PipelineOptions, RuntimeOptions, Source, pipeline,
 };
@@ -80,8 +81,15 @@ fn main() {
     let catalog = Catalog::load(&options.models_dir).expect("catalog");
     let model = Arc::new(Model::load(&catalog, MODEL, &options).expect("model"));
     let edge = runtime.block_on(Edge::dev()).expect("edge");
-    let bills: Vec<Bill> = (0..runs)
-        .map(|_| runtime.block_on(one_run(&edge, &model, &video)))
+    let bills: Vec<(usize, PublishOver, Bill)> = (0..runs)
+        .flat_map(|run| [PublishOver::Socket, PublishOver::Http].map(|over| (run, over)))
+        .map(|(run, over)| {
+            (
+                run + 1,
+                over,
+                runtime.block_on(one_run(&edge, &model, &video, over)),
+            )
+        })
         .collect();
 
     println!("# What an analysis bills\n");
@@ -90,7 +98,8 @@ fn main() {
     println!(
         "- shape: {VIDEO_SECONDS} s of 640x360 H.264 with text, `{MODEL}` at {} fps (the \
          node's default), batch {}, {VIEWERS} viewers on WebSockets from the start, the \
-         node's publisher as it ships (progress at most every {} ms, linger {} ms)",
+         node's publisher as it ships (progress at most every {} ms, linger {} ms), over its \
+         publish socket and over HTTP",
         PipelineOptions::default().fps,
         PipelineOptions::default().batch_size,
         stagecast_compute::publish::coalesce::PROGRESS_INTERVAL_MS,
@@ -101,16 +110,15 @@ fn main() {
          analysis-minute is a minute of the run's wall time on this 2-core machine\n"
     );
     println!(
-        "| run | seconds | events | requests (Worker = object) | WebSocket messages in | rows written | alarms set | billed units | units per analysis-minute | node requests/s | viewer lag p50 / p99 / max (ms) |"
+        "| run | publish over | seconds | events | requests (Worker = object) | WebSocket messages in | rows written | alarms set | billed units | units per analysis-minute | node requests/s | viewer lag p50 / p99 / max (ms) |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
-    for (i, bill) in bills.iter().enumerate() {
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for (run, over, bill) in &bills {
         let mut lag = bill.lag_ms.clone();
         lag.sort_unstable();
         let node_requests = bill.requests.saturating_sub(VIEWERS as u64);
         println!(
-            "| {} | {:.1} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.1} | {} / {} / {} |",
-            i + 1,
+            "| {run} | {over} | {:.1} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.1} | {} / {} / {} |",
             bill.seconds,
             bill.events,
             bill.requests,
@@ -125,7 +133,21 @@ fn main() {
             lag.iter().max().copied().unwrap_or(0),
         );
     }
+    let units = |wanted: PublishOver| {
+        let units: Vec<f64> = (bills.iter())
+            .filter(|(_, over, _)| *over == wanted)
+            .map(|(_, _, bill)| bill.per_minute(bill.units()))
+            .collect();
+        units.iter().sum::<f64>() / units.len() as f64
+    };
+    println!(
+        "\nMean units per analysis-minute: {:.0} over the socket, {:.0} over HTTP ({:.0}%).",
+        units(PublishOver::Socket),
+        units(PublishOver::Http),
+        100.0 * units(PublishOver::Socket) / units(PublishOver::Http)
+    );
     let kinds: Vec<String> = bills[0]
+        .2
         .kinds
         .iter()
         .map(|(k, n)| format!("{n} `{k}`"))
@@ -140,7 +162,12 @@ fn main() {
     println!("\nThe bench took {:.0} s.", began.elapsed().as_secs_f64());
 }
 
-async fn one_run(edge: &Edge, model: &Arc<Model>, video: &std::path::Path) -> Bill {
+async fn one_run(
+    edge: &Edge,
+    model: &Arc<Model>,
+    video: &std::path::Path,
+    over: PublishOver,
+) -> Bill {
     let id = AnalysisId::parse(&format!("bill-{:x}", fastrand::u64(..))).expect("id");
     let mut viewers = Vec::new();
     for _ in 0..VIEWERS {
@@ -159,7 +186,8 @@ async fn one_run(edge: &Edge, model: &Arc<Model>, video: &std::path::Path) -> Bi
         node_id: "bill".into(),
         key: SigningKey::dev(DEV_SECRET).expect("key"),
     };
-    let client = Arc::new(EdgeClient::new(&edge.base_url(), identity).expect("edge client"));
+    let client = EdgeClient::new(&edge.base_url(), identity).expect("edge client");
+    let client = Arc::new(client.with_publish_over(over));
     let cancel = CancellationToken::new();
     let publication =
         Publication::start(client, &outbox, id.clone(), cancel.clone(), Arc::new(|| 0))

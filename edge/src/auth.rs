@@ -22,7 +22,7 @@ pub fn required_scope(route: &Route) -> Option<Scope> {
         Route::Snapshot(_) | Route::Events(_) | Route::Subscribe(_) | Route::Stream(_) => {
             Some(Scope::Subscribe)
         }
-        Route::Publish(_) => Some(Scope::Publish),
+        Route::Publish(_) | Route::PublishSocket(_) => Some(Scope::Publish),
         Route::Cancel(_) => Some(Scope::Cancel),
         Route::Submit | Route::Upload(_) => Some(Scope::Submit),
         Route::PutArtifact(..) => Some(Scope::Publish),

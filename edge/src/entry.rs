@@ -226,6 +226,12 @@ async fn to_analysis_route(
             Ok(body) => (Op::Publish, Some(body)),
             Err(err) => return error_response(&err),
         },
+        Route::PublishSocket(_) => (
+            Op::PublishSocket {
+                select_subprotocol: request.offers_subprotocol,
+            },
+            None,
+        ),
         Route::Snapshot(_) => (Op::Snapshot, None),
         Route::Cancel(_) => (Op::Cancel, None),
         Route::Stream(_) => match query::stream_since(&request.pairs, last_event_id.as_deref()) {

@@ -18,6 +18,10 @@ pub const OP_HEADER: &str = "x-stagecast-op";
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     Publish,
+    /// A node's publish socket.
+    PublishSocket {
+        select_subprotocol: bool,
+    },
     Snapshot,
     Events {
         since: u64,

@@ -351,6 +351,23 @@ fn operations(s: &mut Schemas) -> Vec<Op> {
         },
         Op {
             method: "GET",
+            path: "/v1/analyses/{id}/publish",
+            id: "publishSocket",
+            tag: "analyses",
+            summary: "Publish events over a socket (WebSocket)",
+            description: "The node's alternative to `POST .../events`: each `publish` message \
+                          carries a request number and a publish body, checked and stored as \
+                          the POST's is, and is answered by `published` or `refused` with the \
+                          same request number. A message bills a twentieth of a request. The \
+                          messages are in docs/protocol.md §4."
+                .into(),
+            params: vec![],
+            body: None,
+            answers: vec![],
+            errors: vec![],
+        },
+        Op {
+            method: "GET",
             path: "/v1/analyses/{id}/stream",
             id: "streamEvents",
             tag: "analyses",

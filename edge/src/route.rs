@@ -7,6 +7,8 @@ pub enum Route {
     Snapshot(String),
     Events(String),
     Publish(String),
+    /// `GET /v1/analyses/{id}/publish`: a node's publish socket.
+    PublishSocket(String),
     Cancel(String),
     Subscribe(String),
     /// `GET /v1/analyses/{id}/stream`: the socket's Server-Sent Events fallback.
@@ -49,6 +51,7 @@ impl Route {
             Route::Snapshot(id)
             | Route::Events(id)
             | Route::Publish(id)
+            | Route::PublishSocket(id)
             | Route::Cancel(id)
             | Route::Subscribe(id)
             | Route::Stream(id)
@@ -89,7 +92,10 @@ impl Route {
     pub fn is_websocket(&self) -> bool {
         matches!(
             self,
-            Route::Subscribe(_) | Route::PoolConnect(_) | Route::PoolWatch(_)
+            Route::Subscribe(_)
+                | Route::PublishSocket(_)
+                | Route::PoolConnect(_)
+                | Route::PoolWatch(_)
         )
     }
 
@@ -110,6 +116,7 @@ impl Route {
             ["v1", "analyses", id, "events"] => (Route::Events(id.to_string()), "GET"),
             ["v1", "analyses", id, "cancel"] => (Route::Cancel(id.to_string()), "POST"),
             ["v1", "analyses", id, "ws"] => (Route::Subscribe(id.to_string()), "GET"),
+            ["v1", "analyses", id, "publish"] => (Route::PublishSocket(id.to_string()), "GET"),
             ["v1", "analyses", id, "stream"] => (Route::Stream(id.to_string()), "GET"),
             ["v1", "analyses", id, "input"] if method == "PUT" => {
                 (Route::Upload(id.to_string()), "PUT")
@@ -158,6 +165,9 @@ mod tests {
             Route::parse("GET", "/v1/analyses/a1/ws"),
             Ok(Route::Subscribe("a1".into()))
         );
+        let publish = Route::parse("GET", "/v1/analyses/a1/publish").unwrap();
+        assert_eq!(publish, Route::PublishSocket("a1".into()));
+        assert!(publish.is_websocket() && publish.analysis_id() == Some("a1"));
         let stream = Route::parse("GET", "/v1/analyses/a1/stream").unwrap();
         assert_eq!(stream, Route::Stream("a1".into()));
         assert!(stream.takes_query_token() && !stream.is_websocket());

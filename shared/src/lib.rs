@@ -3,7 +3,8 @@
 //! One source of truth for the edge (wasm32) and the node (native):
 //! - [`event`]: what nodes publish; [`stored`]: what the edge stores and sends;
 //!   [`snapshot`]: the state clients see; [`api`]: HTTP bodies and error codes;
-//!   [`ws`]: WebSocket messages; [`close`]: WebSocket close codes.
+//!   [`ws`]: WebSocket messages; [`publisher`]: the node's publish socket; [`close`]:
+//!   WebSocket close codes.
 //! - [`ids`] and [`limits`]: the bounds; [`validate`]: checking and parsing a publish body.
 //! - [`machine`]: the [`Analysis`] state machine (order, progress, ETA, cancel, stall, replay).
 //! - [`dispatch`]: submissions, a pool's queue and leases ([`dispatch::Pool`]), the
@@ -31,6 +32,7 @@ pub mod machine;
 pub mod media;
 #[cfg(feature = "openapi")]
 pub mod openapi;
+pub mod publisher;
 pub mod send;
 pub mod snapshot;
 pub mod stored;

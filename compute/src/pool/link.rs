@@ -21,9 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::drain::Drain;
 use super::leases::{Action, Leases};
-use super::socket::{self, DialError, Next, Ws};
+use super::socket::{self, Next};
 use super::{PoolConfig, PoolError};
 use crate::clock::now_s;
+use crate::edge_socket::{self, DialError, Ws};
 use crate::jobs::{Jobs, Leased};
 use crate::publish::{EdgeClient, Probe};
 
@@ -167,7 +168,7 @@ impl Link {
 
     async fn connect(&mut self) -> Result<(), PoolError> {
         let token = self.token()?;
-        match socket::dial(&self.url, &token).await {
+        match edge_socket::dial(&self.url, &token).await {
             Ok(ws) => {
                 tracing::debug!(url = %self.url, "pool socket open; waiting for the welcome");
                 self.ws = Some(ws);

@@ -1,56 +1,15 @@
-//! The pool socket itself: its URL, the handshake with the node's token, and what each
-//! close (or refused handshake) means for the link.
-
-use std::time::Duration;
+//! The pool socket itself: its URL, and what each close (or refused handshake) means for
+//! the link.
 
 use reqwest::Url;
 use stagecast_shared::close::CloseCode;
 use stagecast_shared::ids::PoolName;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// A handshake that takes longer is network trouble: back off and try again.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::edge_socket::ws_url;
 
-pub(super) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// `{edge}/v1/pools/{pool}/connect`, ws:// for an http:// edge and wss:// for https://.
+/// `{edge}/v1/pools/{pool}/connect`.
 pub(super) fn connect_url(edge: &Url, pool: &PoolName) -> Url {
-    let mut url = edge
-        .join(&format!("v1/pools/{pool}/connect"))
-        .expect("paths of the contract join");
-    let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
-    url.set_scheme(scheme)
-        .expect("http(s) URLs take a ws(s) scheme");
-    url
-}
-
-/// Why a handshake did not open a socket.
-#[derive(Debug)]
-pub(super) enum DialError {
-    /// The edge answered the upgrade with this HTTP status.
-    Refused(u16),
-    /// No answer: the network, TLS, a timeout.
-    Failed(String),
-}
-
-/// Opens the socket, the token in `Authorization: Bearer`.
-pub(super) async fn dial(url: &Url, token: &str) -> Result<Ws, DialError> {
-    let failed = |e: &dyn std::fmt::Display| DialError::Failed(e.to_string());
-    let mut request = url.as_str().into_client_request().map_err(|e| failed(&e))?;
-    let bearer = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| failed(&e))?;
-    request.headers_mut().insert(AUTHORIZATION, bearer);
-    match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request)).await {
-        Ok(Ok((ws, _))) => Ok(ws),
-        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
-            Err(DialError::Refused(response.status().as_u16()))
-        }
-        Ok(Err(e)) => Err(failed(&e)),
-        Err(_) => Err(failed(&"the handshake timed out")),
-    }
+    ws_url(edge, &format!("v1/pools/{pool}/connect"))
 }
 
 /// What the link does after the socket closed or a handshake was refused.
@@ -97,17 +56,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_socket_url_follows_the_edge_scheme() {
+    fn the_pool_socket_url_names_the_pool() {
         let pool = PoolName::parse("gpu").unwrap();
-        let url = |edge: &str| connect_url(&Url::parse(edge).unwrap(), &pool).to_string();
-        assert_eq!(
-            url("http://127.0.0.1:8787"),
-            "ws://127.0.0.1:8787/v1/pools/gpu/connect"
-        );
-        assert_eq!(
-            url("https://edge.example/"),
-            "wss://edge.example/v1/pools/gpu/connect"
-        );
+        let url = connect_url(&Url::parse("https://edge.example/").unwrap(), &pool);
+        assert_eq!(url.as_str(), "wss://edge.example/v1/pools/gpu/connect");
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! The node's HTTP client of the edge: signed publishes of events and artifacts, the
 //! fetch of an uploaded input, and a reachability probe.
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, IF_RANGE, RANGE, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
-use stagecast_shared::api::{ErrorBody, PublishResponse};
+use stagecast_shared::api::{ErrorBody, ErrorDetail, PublishResponse};
 use stagecast_shared::ids::AnalysisId;
 use stagecast_shared::token::{Claims, MintError, Scope, SigningKey, mint};
 
+use super::socket::PublishSocket;
 use crate::clock::now_s;
 use crate::pipeline::Artifact;
 
@@ -64,11 +67,28 @@ pub enum PublishError {
         index: Option<u32>,
         retry_after: Option<Duration>,
     },
+    #[error("the publish socket failed: {0}")]
+    Socket(String),
     #[error(transparent)]
     Token(#[from] MintError),
 }
 
 impl PublishError {
+    /// The refusal the edge answered, with the HTTP status its code carries.
+    pub fn refused(status: u16, error: ErrorDetail, retry_after: Option<Duration>) -> Self {
+        let code = serde_json::to_value(error.code)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        Self::Refused {
+            status,
+            code,
+            message: error.message,
+            index: error.index,
+            retry_after,
+        }
+    }
+
     /// Refused for what the batch holds (400, 409, 413): sending it again cannot work.
     /// Anything else (no connection, 5xx, 429, a token the edge does not know yet) may
     /// pass later and is retried.
@@ -115,10 +135,42 @@ impl TokenCache {
     }
 }
 
+/// How a publication sends its batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PublishOver {
+    /// A socket per publication, with HTTP when it will not open.
+    #[default]
+    Socket,
+    /// `POST /v1/analyses/{id}/events` only.
+    Http,
+}
+
+impl FromStr for PublishOver {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "socket" => Ok(Self::Socket),
+            "http" => Ok(Self::Http),
+            other => Err(format!("unknown transport {other:?}: use socket or http")),
+        }
+    }
+}
+
+impl fmt::Display for PublishOver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Socket => "socket",
+            Self::Http => "http",
+        })
+    }
+}
+
 pub struct EdgeClient {
     base: Url,
     http: reqwest::Client,
     identity: NodeIdentity,
+    publish_over: PublishOver,
 }
 
 impl EdgeClient {
@@ -139,7 +191,19 @@ impl EdgeClient {
             base,
             http,
             identity,
+            publish_over: PublishOver::default(),
         })
+    }
+
+    /// Publishes over `over` rather than the default (a socket).
+    pub fn with_publish_over(mut self, over: PublishOver) -> Self {
+        self.publish_over = over;
+        self
+    }
+
+    /// A publication's socket to `analysis`, unless this client publishes over HTTP only.
+    pub fn publish_socket(&self, analysis: &AnalysisId) -> Option<PublishSocket> {
+        (self.publish_over == PublishOver::Socket).then(|| PublishSocket::new(&self.base, analysis))
     }
 
     pub fn identity(&self) -> &NodeIdentity {
@@ -262,24 +326,16 @@ pub(crate) async fn refusal(response: reqwest::Response) -> PublishError {
         .and_then(|v| v.trim().parse().ok())
         .map(Duration::from_secs);
     let text = response.text().await.unwrap_or_default();
-    let (code, message, index) = match serde_json::from_str::<ErrorBody>(&text) {
-        Ok(body) => (
-            serde_json::to_value(body.error.code)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-            body.error.message,
-            body.error.index,
-        ),
+    match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(body) => PublishError::refused(status.as_u16(), body.error, retry_after),
         // not the contract's body: a proxy or a wrong URL
-        Err(_) => ("unexpected_response".to_owned(), clip(&text), None),
-    };
-    PublishError::Refused {
-        status: status.as_u16(),
-        code,
-        message,
-        index,
-        retry_after,
+        Err(_) => PublishError::Refused {
+            status: status.as_u16(),
+            code: "unexpected_response".to_owned(),
+            message: clip(&text),
+            index: None,
+            retry_after,
+        },
     }
 }
 

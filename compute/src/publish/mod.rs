@@ -4,7 +4,8 @@
 //! gives each event its id and timestamp, makes it durable in the [`outbox`], and
 //! publishes batches through the [`client`] until the edge confirms them, when and how
 //! [`stagecast_shared::send::SendPolicy`] says (linger, batch limit, backoff with full
-//! jitter, `Retry-After`, refusals). Every answer's `cancel_requested` fires the analysis'
+//! jitter, `Retry-After`, refusals), over the analysis' publish [`socket`] or, where it
+//! will not open, HTTP. Every answer's `cancel_requested` fires the analysis'
 //! cancellation token.
 //!
 //! A run the pool leased publishes under its attempt ([`Publication::start_leased`]):
@@ -20,6 +21,7 @@ pub mod coalesce;
 mod fence;
 pub mod outbox;
 mod probe;
+pub mod socket;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,11 +36,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub use artifacts::Uploads;
-pub use client::{EdgeClient, EdgeClientError, NodeIdentity, PublishError};
+pub use client::{EdgeClient, EdgeClientError, NodeIdentity, PublishError, PublishOver};
 pub use coalesce::Coalescer;
 pub use fence::{Fence, StaleReason};
 pub use outbox::{Outbox, OutboxError, Queue};
 pub use probe::{Probe, cpu_seconds};
+pub use socket::PublishSocket;
 
 use crate::clock::{now_ms, now_s};
 use client::TokenCache;
@@ -153,6 +156,7 @@ impl Publication {
                 ids: EventIds::new(),
                 coalescer: Coalescer::default(),
                 tokens: TokenCache::default(),
+                socket: edge.publish_socket(&analysis),
                 policy: SendPolicy::new(SendConfig::default()),
                 origin: Instant::now(),
                 delivered: Delivered {
@@ -274,6 +278,8 @@ struct Sender {
     ids: EventIds,
     coalescer: Coalescer,
     tokens: TokenCache,
+    /// The publish socket, unless the client publishes over HTTP only.
+    socket: Option<PublishSocket>,
     policy: SendPolicy,
     /// The zero of the policy's monotonic milliseconds.
     origin: Instant,
@@ -306,6 +312,7 @@ impl Sender {
                 continue;
             }
             if !open && self.queue.is_empty() {
+                self.close_socket().await;
                 return Ok(self.delivered);
             }
             let deadline = self.coalescer.deadline().map(instant_of_ms);
@@ -347,6 +354,7 @@ impl Sender {
         mut rx: UnboundedReceiver<EventKind>,
     ) -> Delivered {
         self.cancel.cancel();
+        self.close_socket().await;
         let held = u64::from(self.coalescer.flush().is_some());
         let unsent = match self.queue.discard() {
             Ok(n) => n as u64,
@@ -367,6 +375,12 @@ impl Sender {
         metrics::counter!("stagecast_publish_stale_events_total").increment(dropped);
         self.delivered.stale = dropped;
         self.delivered
+    }
+
+    async fn close_socket(&mut self) {
+        if let Some(socket) = self.socket.as_mut() {
+            socket.close().await;
+        }
     }
 
     fn elapsed_ms(&self) -> u64 {
@@ -461,7 +475,15 @@ impl Sender {
                 };
             }
         };
-        match self.edge.publish(&self.analysis, &token, body).await {
+        let over_socket = match self.socket.as_mut() {
+            Some(socket) => socket.publish(&token, &body).await,
+            None => None,
+        };
+        let answer = match over_socket {
+            Some(answer) => answer,
+            None => self.edge.publish(&self.analysis, &token, body).await,
+        };
+        match answer {
             Ok(response) => {
                 tracing::debug!(count, last_seq = response.last_seq, "published");
                 if response.cancel_requested && !self.cancel.is_cancelled() {

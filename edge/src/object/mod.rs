@@ -2,12 +2,14 @@
 //! subscribers on the hibernation API. Socket facts live in attachments ([`crate::socket`])
 //! and the state in SQL ([`crate::store`]), so an evicted object rebuilt by `new()` loses
 //! nothing. This file is the runtime's entry points; [`state`] keeps the state machine in
-//! step with storage, [`ops`] answers each operation, [`dispatch`] the pool's part and [`media`]
-//! the input and artifacts, [`stream`] the Server-Sent Events fallback.
+//! step with storage, [`ops`] answers each operation, [`publish`] takes batches (HTTP and the
+//! node's publish socket), [`dispatch`] the pool's part and [`media`] the input and
+//! artifacts, [`stream`] the Server-Sent Events fallback.
 
 mod dispatch;
 mod media;
 mod ops;
+mod publish;
 mod state;
 mod stream;
 
@@ -32,6 +34,11 @@ use crate::respond::{error_response, message_text, truncate_reason};
 use crate::socket::SocketInfo;
 use crate::store::Store;
 use crate::usage::Usage;
+
+/// The tag of a viewer's socket, which gets every event.
+const VIEWER: &str = "viewer";
+/// The tag of a node's publish socket, which gets only the answers to its batches.
+const PUBLISHER: &str = "publisher";
 
 #[durable_object]
 pub struct AnalysisObject {
@@ -129,6 +136,12 @@ impl DurableObject for AnalysisObject {
         let span =
             tracing::info_span!("socket", tenant = %self.tenant(), analysis_id = %info.analysis_id);
         let text = message_text(message);
+        if self.state.get_tags(&ws).iter().any(|t| t == PUBLISHER) {
+            return self
+                .on_publisher_message(&ws, &info, &text)
+                .instrument(span)
+                .await;
+        }
         self.on_socket_message(&ws, info, &text)
             .instrument(span)
             .await

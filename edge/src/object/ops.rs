@@ -1,24 +1,19 @@
 //! What the analysis object does for each operation the Worker forwards, for its alarm and
 //! for each client message on a socket.
 
-use stagecast_shared::api::{ApiError, CancelResponse, ErrorBody, ErrorCode};
+use stagecast_shared::api::{CancelResponse, ErrorBody, ErrorCode};
 use stagecast_shared::close::CloseCode;
 use stagecast_shared::ids::AnalysisId;
 use stagecast_shared::stored::EventsPage;
-use stagecast_shared::validate::parse_publish_body;
 use stagecast_shared::ws::ServerMessage;
 use worker::{Request, Response, Result, WebSocket, WebSocketPair};
 
-use super::AnalysisObject;
+use super::{AnalysisObject, VIEWER};
 use crate::clock::now_ms;
 use crate::config::Limits;
 use crate::deadline::retention_over;
 use crate::forward::{Forwarded, Op};
-use crate::rate::PublishBucket;
-use crate::respond::{
-    close, error_response, json_response, refuse_websocket, retry_later_response,
-    websocket_response,
-};
+use crate::respond::{close, error_response, json_response, refuse_websocket, websocket_response};
 use crate::socket::{Reply, SocketInfo, next_expiry};
 use crate::store::Frame;
 
@@ -30,54 +25,6 @@ fn send(ws: &WebSocket, message: &ServerMessage) -> Result<()> {
 }
 
 impl AnalysisObject {
-    async fn publish(
-        &self,
-        mut req: Request,
-        id: &AnalysisId,
-        limits: &Limits,
-    ) -> Result<Response> {
-        let (rate, burst) = (limits.publish_rate, limits.publish_burst());
-        let taken = PublishBucket::take_from(&mut self.bucket.borrow_mut(), rate, burst, now_ms());
-        if let Err(limited) = taken {
-            tracing::info!(
-                retry_after_ms = limited.retry_after_ms,
-                rate,
-                "publish rate limited"
-            );
-            let body = ErrorBody::new(ErrorCode::RateLimited, limited.message(rate, burst));
-            return retry_later_response(&body, limited.retry_after_secs());
-        }
-        let request = match parse_publish_body(&req.bytes().await?) {
-            Ok(r) => r,
-            Err(e) => return error_response(&e.body()),
-        };
-        // Fencing: only the current attempt of a submitted analysis writes.
-        if let Err(e) = self.with_analysis(id, |a| a.check_attempt(request.attempt))? {
-            tracing::info!(error = %e, "stale attempt refused");
-            return error_response(&e.body());
-        }
-        let ids: Vec<&str> = request.events.iter().map(|e| e.id.as_str()).collect();
-        let known = self.known_ids(&ids)?;
-        let now = now_ms();
-        let applied = self.with_analysis(id, |a| {
-            a.apply_batch(request.events, now, |id| known.contains(id))
-        })?;
-        match applied {
-            Err(e) => {
-                tracing::info!(error = %e, "publish refused");
-                error_response(&e.body())
-            }
-            Ok(outcome) => {
-                self.commit(&outcome.stored, limits)?;
-                self.schedule(limits, None).await?;
-                if outcome.stored.iter().any(|e| e.event.is_terminal()) {
-                    self.tell_pool_finished(id).await;
-                }
-                json_response(&outcome.response(), 200)
-            }
-        }
-    }
-
     /// Records a cancel by `by` once, tells every socket and, for a submitted analysis,
     /// the pool (which ends a queued one, or pushes the cancel to the node).
     async fn request_cancel(
@@ -108,7 +55,7 @@ impl AnalysisObject {
 
     /// Whether a new subscriber (socket or stream) would be one too many.
     pub(super) fn subscribers_full(&self, limits: &Limits) -> bool {
-        self.state.get_websockets().len() + self.streams.len() >= limits.max_sockets
+        self.viewers().len() + self.streams.len() >= limits.max_sockets
     }
 
     /// The hello of a new subscriber and the frames to replay after it. Send both with no
@@ -153,7 +100,8 @@ impl AnalysisObject {
             return refuse_websocket(CloseCode::TryAgainLater, &reason, select_subprotocol);
         }
         let pair = WebSocketPair::new()?;
-        self.state.accept_web_socket(&pair.server);
+        self.state
+            .accept_websocket_with_tags(&pair.server, &[VIEWER]);
         pair.server
             .serialize_attachment(SocketInfo::new(&fwd.analysis_id, &fwd.principal))?;
         let (hello, frames) = self.greeting(&fwd.analysis_id, since, limits)?;
@@ -175,6 +123,10 @@ impl AnalysisObject {
         let id = &fwd.analysis_id;
         match &fwd.op {
             Op::Publish => self.publish(req, id, &limits).await,
+            Op::PublishSocket { select_subprotocol } => {
+                self.open_publisher(&fwd, *select_subprotocol, &limits)
+                    .await
+            }
             Op::Snapshot => json_response(&self.with_analysis(id, |a| a.snapshot())?, 200),
             Op::Events { since, limit } => {
                 let last_seq = self.with_analysis(id, |a| a.last_seq())?;

@@ -9,9 +9,9 @@ use stagecast_shared::api::{ErrorBody, ErrorCode};
 use stagecast_shared::ids::AnalysisId;
 use stagecast_shared::stored::StoredEvent;
 use stagecast_shared::ws::ServerMessage;
-use worker::{Result, ScheduledTime};
+use worker::{Result, ScheduledTime, WebSocket};
 
-use super::AnalysisObject;
+use super::{AnalysisObject, VIEWER};
 use crate::auth::parse_object_name;
 use crate::config::Limits;
 use crate::deadline::next_alarm;
@@ -71,6 +71,11 @@ impl AnalysisObject {
             .filter(|id| known.contains(**id))
             .map(|id| (*id).to_owned())
             .collect())
+    }
+
+    /// The viewers' sockets (not the nodes' publish sockets).
+    pub(super) fn viewers(&self) -> Vec<WebSocket> {
+        self.state.get_websockets_with_tag(VIEWER)
     }
 
     /// Forgets what storage may no longer hold: the next use reads it again.
@@ -145,7 +150,7 @@ impl AnalysisObject {
             ids.extend(stored.iter().map(|e| e.event.id().to_owned()));
         }
         self.tenant_saved.set(true);
-        let sockets = self.state.get_websockets();
+        let sockets = self.viewers();
         for text in &frames {
             for ws in &sockets {
                 // A socket closing concurrently may refuse the frame; it will resume with since.

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use stagecast_compute::config;
 use stagecast_compute::jobs::Publishing;
-use stagecast_compute::publish::{EdgeClient, NodeIdentity, Outbox};
+use stagecast_compute::publish::{EdgeClient, NodeIdentity, Outbox, PublishOver};
 use stagecast_shared::token::{KeySet, SigningKey};
 
 #[derive(Debug, Args)]
@@ -36,6 +36,15 @@ pub struct EdgeArgs {
     /// This node's name (the tokens' `sub`) [default: the host name]
     #[arg(long, global = true, env = "STAGECAST_NODE_ID")]
     pub node_id: Option<String>,
+    /// How events reach the edge: `socket` (a WebSocket per analysis, whose messages bill a
+    /// twentieth of a request; HTTP while it will not open) or `http` (a POST per batch)
+    #[arg(
+        long,
+        global = true,
+        env = "STAGECAST_PUBLISH_OVER",
+        default_value = "socket"
+    )]
+    pub publish_over: PublishOver,
     /// Where the node keeps unsent events (the outbox) across restarts
     #[arg(long, global = true, env = "STAGECAST_NODE_STATE_DIR", default_value_os_t = config::cache_dir().join("node"))]
     pub state_dir: PathBuf,
@@ -75,7 +84,7 @@ impl EdgeArgs {
         let Some(edge) = &self.edge else {
             return Ok(None);
         };
-        let client = EdgeClient::new(edge, self.identity()?)?;
+        let client = EdgeClient::new(edge, self.identity()?)?.with_publish_over(self.publish_over);
         let outbox = Outbox::new(self.state_dir.join("outbox"))?;
         Ok(Some(Publishing {
             edge: Arc::new(client),
