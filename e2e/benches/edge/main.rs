@@ -1,7 +1,7 @@
 //! Edge benchmarks against the real edge (wrangler dev -> workerd on loopback), printed as
 //! markdown: publish-to-delivery latency with 1, 100 and 1000 subscribers (and over
 //! Server-Sent Events with 1 and 100), publish
-//! throughput, frame sizes, and workerd memory per 1000 idle sockets. The latency runs are
+//! throughput (over HTTP, and for Stagecast over the node's publish socket too), frame sizes, and workerd memory per 1000 idle sockets. The latency runs are
 //! repeated against peer relays (FastAPI + Redis pub/sub, `bench/peers/fastapi_redis`, and
 //! a PartyServer Durable Object on the same workerd, `bench/peers/partyserver`, each
 //! started here) and printed side by side, with the PartyServer peer's workerd memory.
@@ -36,7 +36,7 @@ use crate::memory::{IDLE_SOCKETS, print_memory};
 use crate::peers::{PEERS, Peer};
 use crate::resume::{Resume, print_resume};
 use crate::summary::print_summary;
-use crate::systems::{Runs, System, measure};
+use crate::systems::{Runs, System, measure, socket_throughput};
 use crate::throughput::print_throughput;
 
 const COMMAND: &str = "cargo bench -p stagecast-e2e --bench edge";
@@ -138,6 +138,7 @@ async fn run() -> anyhow::Result<()> {
         processes: &["workerd"],
     };
     let mut systems = vec![measure(&bench, &stagecast).await];
+    let over_sockets = socket_throughput(&bench, &bench.stagecast).await;
     let mut sse = Vec::new();
     for subscribers in SSE_SUBSCRIBERS {
         eprintln!("Stagecast: Server-Sent Events latency with {subscribers} subscribers");
@@ -179,6 +180,7 @@ async fn run() -> anyhow::Result<()> {
     for runs in &systems {
         print_throughput(runs.name, &runs.throughput);
     }
+    print_throughput("Stagecast, over publish sockets", &over_sockets);
     let resumes: Vec<(&str, &anyhow::Result<Resume>)> =
         systems.iter().map(|r| (r.name, &r.resume)).collect();
     print_resume(&resumes);

@@ -3,7 +3,7 @@
 use crate::latency::{Latency, latency};
 use crate::memory::{Memory, memory};
 use crate::resume::{Resume, resume};
-use crate::throughput::{Throughput, throughput};
+use crate::throughput::{Over, Throughput, throughput};
 use crate::{Bench, Target};
 
 /// Subscriber counts of the latency runs.
@@ -57,6 +57,33 @@ impl Runs {
     }
 }
 
+/// The throughput runs again, each publisher on its own publish socket: Stagecast's node
+/// path, which no peer has.
+pub async fn socket_throughput(bench: &Bench, target: &Target) -> Vec<anyhow::Result<Throughput>> {
+    let mut rows = Vec::new();
+    for (label, analyses, publishers, batch) in THROUGHPUTS {
+        eprintln!(
+            "{}: throughput over publish sockets, {label}, batches of {batch}",
+            target.name
+        );
+        let r = throughput(
+            bench,
+            target,
+            label,
+            analyses,
+            publishers,
+            batch,
+            Over::Socket,
+        )
+        .await;
+        if let Err(e) = &r {
+            eprintln!("  {e:#}");
+        }
+        rows.push(r);
+    }
+    rows
+}
+
 /// Runs everything against `system`, memory first (on a relay that has served nothing
 /// else yet), logging each step and each failure on stderr.
 pub async fn measure(bench: &Bench, system: &System<'_>) -> Runs {
@@ -95,7 +122,16 @@ pub async fn measure(bench: &Bench, system: &System<'_>) -> Runs {
     let mut throughputs = Vec::new();
     for (label, analyses, publishers, batch) in THROUGHPUTS {
         eprintln!("{name}: throughput, {label}, batches of {batch}");
-        let r = throughput(bench, system.target, label, analyses, publishers, batch).await;
+        let r = throughput(
+            bench,
+            system.target,
+            label,
+            analyses,
+            publishers,
+            batch,
+            Over::Http,
+        )
+        .await;
         throughputs.push(logged(name, &format!("throughput {label}"), r));
     }
     eprintln!("{name}: reconnect and resume");

@@ -2,8 +2,9 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::bail;
 use serde_json::{Value, json};
-use stagecast_e2e::Tokens;
+use stagecast_e2e::{Subscriber, Tokens};
 
 use crate::{Bench, Target, ms, quantile};
 
@@ -23,6 +24,57 @@ pub struct Throughput {
     rtt_p99_us: u64,
 }
 
+/// How a publisher sends its batches: a POST each, or messages on the node's publish socket
+/// (Stagecast only), as the node sends them.
+#[derive(Clone, Copy)]
+pub enum Over {
+    Http,
+    Socket,
+}
+
+/// One publisher's way in: the bench's HTTP client, or its own publish socket.
+enum Way {
+    Http,
+    Socket(Box<Subscriber>),
+}
+
+impl Way {
+    async fn open(over: Over, target: &Target, id: &str, token: &str) -> anyhow::Result<Way> {
+        Ok(match over {
+            Over::Http => Way::Http,
+            Over::Socket => {
+                let url = format!("{}/v1/analyses/{id}/publish?token={token}", target.ws);
+                Way::Socket(Box::new(Subscriber::connect(&url).await?))
+            }
+        })
+    }
+
+    /// Publishes one batch and returns the answer's body (`accepted` and the rest).
+    async fn publish(
+        &mut self,
+        bench: &Bench,
+        target: &Target,
+        (id, token): (&str, &str),
+        request: u64,
+        events: &[Value],
+    ) -> anyhow::Result<Value> {
+        match self {
+            Way::Http => bench.publish(target, id, token, events).await,
+            Way::Socket(socket) => {
+                socket
+                    .send_json(&json!({"type": "publish", "request": request,
+                                       "batch": {"events": events}}))
+                    .await?;
+                let reply = socket.next_json(crate::HTTP_TIMEOUT).await?;
+                if reply["type"] != "published" || reply["request"] != request {
+                    bail!("publish to {id} over the socket: {reply}");
+                }
+                Ok(reply)
+            }
+        }
+    }
+}
+
 impl Throughput {
     pub fn events_per_s(&self) -> f64 {
         self.events as f64 / self.elapsed.as_secs_f64()
@@ -36,8 +88,13 @@ pub async fn throughput(
     analyses: usize,
     publishers: usize,
     batch: usize,
+    over: Over,
 ) -> anyhow::Result<Throughput> {
-    let run = format!("tp-{analyses}-{publishers}-{batch}");
+    let way_in = match over {
+        Over::Http => "http",
+        Over::Socket => "socket",
+    };
+    let run = format!("tp-{way_in}-{analyses}-{publishers}-{batch}");
     let ids: Vec<String> = (0..analyses).map(|a| format!("{run}-{a}")).collect();
     for id in &ids {
         bench.start_analysis(target, id).await?;
@@ -49,6 +106,7 @@ pub async fn throughput(
         let id = ids[p % ids.len()].clone();
         async move {
             let token = Tokens::node(&id);
+            let mut way = Way::open(over, target, &id, &token).await?;
             let (mut events, mut batches, mut errors) = (0u64, 0u64, 0u64);
             let mut rtts = Vec::new();
             let mut k = 0u64;
@@ -58,7 +116,7 @@ pub async fn throughput(
                     .collect();
                 k += 1;
                 let sent = Instant::now();
-                match bench.publish(target, &id, &token, &beats).await {
+                match way.publish(bench, target, (&id, &token), k, &beats).await {
                     Ok(body) => {
                         events += body["accepted"].as_u64().unwrap_or(0);
                         batches += 1;
@@ -72,14 +130,15 @@ pub async fn throughput(
                 }
                 rtts.push(sent.elapsed().as_micros() as u64);
             }
-            (events, batches, errors, rtts)
+            anyhow::Ok((events, batches, errors, rtts))
         }
     }))
     .await;
     let elapsed = begun.elapsed();
     let mut all_rtts = Vec::new();
     let (mut events, mut batches, mut errors) = (0, 0, 0);
-    for (e, b, x, r) in results {
+    for result in results {
+        let (e, b, x, r) = result?;
         events += e;
         batches += b;
         errors += x;
