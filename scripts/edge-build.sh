@@ -7,9 +7,3 @@ log "building the edge (wasm32, release)"
 WASM_BINDGEN_BIN="$TOOLS/bin/wasm-bindgen" ESBUILD_BIN="$ROOT/node_modules/.bin/esbuild" \
   with_wasm_toolchain worker-build --release --no-opt
 
-# Static assets: the pages, and the client library under a versioned path.
-log "assembling the pages and the client into edge/build/public"
-rm -rf "$ROOT/edge/build/public"
-mkdir -p "$ROOT/edge/build/public/client/v1"
-cp -r "$ROOT/edge/public/." "$ROOT/edge/build/public/"
-cp "$ROOT/client/stagecast.js" "$ROOT/edge/build/public/client/v1/stagecast.js"

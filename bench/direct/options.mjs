@@ -1,5 +1,5 @@
 // Prints, as JSON, the Miniflare (v4-style) worker options wrangler derives from
-// wrangler.toml: Durable Object bindings (SQLite), [vars] (+ .dev.vars), [assets], the
+// wrangler.toml: Durable Object bindings (SQLite), [vars] (+ .dev.vars), [assets] if any, the
 // compatibility date and main. Run in its own process by serve.mjs, so the server does not
 // keep wrangler's bundle loaded (~140 MB of RSS) (its process group's memory is measured).
 //   node bench/direct/options.mjs path/to/wrangler.toml

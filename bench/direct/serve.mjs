@@ -6,7 +6,7 @@
 //
 // wrangler.toml is turned into Miniflare options by wrangler's own
 // unstable_getMiniflareWorkerOptions, run in a child process (options.mjs): Durable Object
-// bindings + SQLite migrations, [vars] (and .dev.vars, as wrangler dev reads it), [assets].
+// bindings + SQLite migrations, [vars] (and .dev.vars, as wrangler dev reads it), [assets] if any.
 // NAME=VALUE arguments override/add vars, like `wrangler dev --var NAME:VALUE`.
 // State goes to STATE_DIR/v3, the layout `wrangler dev --persist-to STATE_DIR` uses.
 // Prints "ready on http://HOST:PORT" once it serves; stops (and its workerd) on SIGTERM/SIGINT.

@@ -49,7 +49,7 @@ test('the tarball holds the modules, their declarations, the README and package.
   // Every path the exports name is in the tarball.
   const targets = Object.values(pkg.exports).flatMap((conditions) => Object.values(conditions));
   for (const target of targets) assert.ok(files.includes(join('package', target)), `exports names ${target}, not packed`);
-  // The same module the Worker serves at /client/v1/stagecast.js (scripts/edge-build.sh copies it).
+  // The same module the Worker serves at /client/v1/stagecast.js (edge/src/pages.rs compiles it in).
   assert.equal(readFileSync(join(unpacked, 'package/stagecast.js'), 'utf8'), readFileSync(join(CLIENT, 'stagecast.js'), 'utf8'));
   assert.equal(pkg.dependencies, undefined);
 

@@ -47,6 +47,80 @@ async fn health_and_unknown_routes() {
 }
 
 #[tokio::test]
+async fn the_pages_are_served_tagged_and_revalidate_to_304() {
+    let edge = shared_edge().await;
+    let http = reqwest::Client::new();
+    let pages = [
+        ("/", "text/html", "<html"),
+        ("/analysis", "text/html", "dashboard.js"),
+        ("/pool", "text/html", "pool.js"),
+        ("/style.css", "text/css", "{"),
+        (
+            "/client/v1/stagecast.js",
+            "text/javascript",
+            "export class AnalysisClient",
+        ),
+    ];
+    for (path, content_type, holds) in pages {
+        let url = format!("{}{path}", edge.base_url());
+        let resp = http.get(&url).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(header("content-type").starts_with(content_type), "{path}");
+        assert_eq!(
+            header("cache-control"),
+            "public, max-age=0, must-revalidate"
+        );
+        let etag = header("etag");
+        assert!(
+            etag.starts_with('"') && etag.len() > 2,
+            "{path}: etag {etag:?}"
+        );
+        let body = resp.text().await.unwrap();
+        assert!(body.contains(holds), "{path} lacks {holds:?}");
+
+        let again = http
+            .get(&url)
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304, "{path}");
+        assert_eq!(again.headers()["etag"].to_str().unwrap(), etag);
+        assert!(again.bytes().await.unwrap().is_empty());
+        let stale = http
+            .get(&url)
+            .header("if-none-match", "\"an-older-one\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stale.status(), 200, "{path}");
+        let head = http.head(&url).send().await.unwrap();
+        assert_eq!(head.status(), 200, "{path}");
+        assert!(
+            head.bytes().await.unwrap().is_empty(),
+            "{path}: HEAD has a body"
+        );
+    }
+    let resp = http
+        .post(format!("{}/analysis", edge.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_error(&resp.json().await.unwrap(), "method_not_allowed");
+    let (status, body) = get(&format!("{}/analysis.html", edge.base_url()), None).await;
+    assert_eq!(status, 404);
+    assert_error(&body, "not_found");
+}
+
+#[tokio::test]
 async fn a_full_analysis_is_stored_in_order_and_readable() {
     let edge = shared_edge().await;
     let base = edge.base_url();

@@ -18,7 +18,7 @@ pub struct Principal {
 /// The scope each route needs.
 pub fn required_scope(route: &Route) -> Option<Scope> {
     match route {
-        Route::Health | Route::OpenApi => None,
+        Route::Health | Route::OpenApi | Route::Page(_) => None,
         Route::Snapshot(_) | Route::Events(_) | Route::Subscribe(_) | Route::Stream(_) => {
             Some(Scope::Subscribe)
         }

@@ -25,7 +25,9 @@ use crate::digest::random_hex;
 use crate::forward::{Forwarded, Op, PoolForwarded, PoolOp};
 use crate::media::{self, MediaRequest};
 use crate::query;
-use crate::respond::{ALLOW_ORIGIN, error_response, preflight_response, refuse_websocket};
+use crate::respond::{
+    ALLOW_ORIGIN, error_response, page_response, preflight_response, refuse_websocket,
+};
 use crate::route::{Route, RouteError};
 
 thread_local! {
@@ -76,6 +78,9 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     match route {
         Route::Health => return Response::ok("ok"),
         Route::OpenApi => return openapi(),
+        Route::Page(page) => {
+            return page_response(page, req.headers().get("if-none-match")?.as_deref());
+        }
         _ => {}
     }
     let websocket = route.is_websocket();

@@ -9,6 +9,7 @@ pub mod deadline;
 pub mod digest;
 pub mod forward;
 pub mod node_socket;
+pub mod pages;
 pub mod query;
 pub mod rate;
 pub mod route;

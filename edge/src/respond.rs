@@ -3,7 +3,9 @@
 use stagecast_shared::api::ErrorBody;
 use stagecast_shared::close::CloseCode;
 use stagecast_shared::ws::SUBPROTOCOL;
-use worker::{Response, Result, WebSocket, WebSocketIncomingMessage, WebSocketPair};
+use worker::{Headers, Response, Result, WebSocket, WebSocketIncomingMessage, WebSocketPair};
+
+use crate::pages::{CACHE_CONTROL, Page};
 
 /// Any page may read the edge's answers: they are bought with a bearer token, never a
 /// cookie alone, and a wildcard origin keeps browsers from sending credentials.
@@ -13,6 +15,19 @@ pub fn json_response<T: serde::Serialize>(value: &T, status: u16) -> Result<Resp
     let mut response = Response::from_json(value)?.with_status(status);
     response.headers_mut().set(ALLOW_ORIGIN.0, ALLOW_ORIGIN.1)?;
     Ok(response)
+}
+
+/// A page, or 304 when `if_none_match` names its version already.
+pub fn page_response(page: &Page, if_none_match: Option<&str>) -> Result<Response> {
+    let headers = Headers::new();
+    headers.set("etag", page.etag())?;
+    headers.set("cache-control", CACHE_CONTROL)?;
+    if page.not_modified(if_none_match) {
+        return Ok(Response::empty()?.with_status(304).with_headers(headers));
+    }
+    headers.set("content-type", page.content_type)?;
+    headers.set("x-content-type-options", "nosniff")?;
+    Ok(Response::from_bytes(page.body.to_vec())?.with_headers(headers))
 }
 
 /// The answer to a CORS preflight: a page on another origin may send the token in

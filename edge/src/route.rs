@@ -1,5 +1,7 @@
 //! Maps a method and path onto the contract's routes, before anything is authenticated.
 
+use crate::pages::{self, Page};
+
 /// One of the contract's routes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -33,6 +35,8 @@ pub enum Route {
     PutArtifact(String, String),
     /// `GET /v1/analyses/{id}/artifacts/{name}`.
     Artifact(String, String),
+    /// `GET /`, `/analysis`, `/pool` and their scripts: a page the Worker serves.
+    Page(&'static Page),
 }
 
 /// Why a request matched no route.
@@ -128,7 +132,10 @@ impl Route {
             ["v1", "analyses", id, "artifacts", name] => {
                 (Route::Artifact(id.to_string(), name.to_string()), "GET")
             }
-            _ => return Err(RouteError::NotFound),
+            _ => match pages::find(path) {
+                Some(page) => (Route::Page(page), "GET"),
+                None => return Err(RouteError::NotFound),
+            },
         };
         if method == allowed || (method == "HEAD" && allowed == "GET") {
             Ok(route)
@@ -204,6 +211,25 @@ mod tests {
         assert_eq!(
             Route::parse("GET", "/v1/pools/gpu/ws"),
             Ok(Route::PoolWatch("gpu".into()))
+        );
+    }
+
+    #[test]
+    fn pages_are_routes_for_get_and_head_only() {
+        let dashboard = pages::find("/analysis").unwrap();
+        assert_eq!(Route::parse("GET", "/analysis"), Ok(Route::Page(dashboard)));
+        assert_eq!(
+            Route::parse("HEAD", "/client/v1/stagecast.js"),
+            Ok(Route::Page(pages::find("/client/v1/stagecast.js").unwrap()))
+        );
+        assert!(matches!(Route::parse("GET", "/"), Ok(Route::Page(p)) if p.path == "/"));
+        assert_eq!(
+            Route::parse("POST", "/analysis"),
+            Err(RouteError::MethodNotAllowed("POST".into()))
+        );
+        assert_eq!(
+            Route::parse("GET", "/analysis.html"),
+            Err(RouteError::NotFound)
         );
     }
 
