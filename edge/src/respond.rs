@@ -3,7 +3,10 @@
 use stagecast_shared::api::ErrorBody;
 use stagecast_shared::close::CloseCode;
 use stagecast_shared::ws::SUBPROTOCOL;
-use worker::{Headers, Response, Result, WebSocket, WebSocketIncomingMessage, WebSocketPair};
+use worker::wasm_bindgen::{self, JsCast, JsValue, prelude::wasm_bindgen};
+use worker::{
+    Headers, Response, Result, WebSocket, WebSocketIncomingMessage, WebSocketPair, web_sys,
+};
 
 use crate::pages::{CACHE_CONTROL, Page};
 
@@ -71,6 +74,26 @@ pub fn refuse_websocket(
     pair.server
         .close(Some(code.code()), Some(truncate_reason(reason)))?;
     websocket_response(pair.client, select_subprotocol)
+}
+
+/// Sends `text` to every socket of `sockets`, converted to a JS string once: a `&str`
+/// would be copied out of wasm memory and decoded again for each socket. A socket closing
+/// concurrently may refuse the frame; a viewer resumes with `since`, a node reconnects.
+pub fn broadcast<'a>(sockets: impl IntoIterator<Item = &'a WebSocket>, text: &str) {
+    let text = JsValue::from_str(text);
+    for ws in sockets {
+        let socket: &web_sys::WebSocket = ws.as_ref();
+        let _ = socket.unchecked_ref::<SendTarget>().send(&text);
+    }
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// A WebSocket seen only as what `send` takes: web-sys binds `send` for `&str` only,
+    /// which makes a JS string again for each socket.
+    type SendTarget;
+    #[wasm_bindgen(method, catch)]
+    fn send(this: &SendTarget, data: &JsValue) -> std::result::Result<(), JsValue>;
 }
 
 /// Closes `ws` with `code` and `reason` (the code's own reason when empty). A socket

@@ -15,7 +15,7 @@ use crate::call::{json_answer, to_pool};
 use crate::clock::now_ms;
 use crate::config::Limits;
 use crate::forward::{DispatchReply, PoolForwarded, PoolOp, SubmitReply};
-use crate::respond::{error_response, json_response, retry_later_response};
+use crate::respond::{broadcast, error_response, json_response, retry_later_response};
 
 /// `Retry-After` of a full queue: queues drain at the fleet's pace, not the edge's.
 const QUEUE_FULL_RETRY_S: u64 = 5;
@@ -132,9 +132,7 @@ impl AnalysisObject {
             // A new queue position: viewers get a fresh snapshot.
             let snapshot = self.with_analysis(id, |a| a.snapshot())?;
             let text = serde_json::to_string(&ServerMessage::Snapshot { snapshot })?;
-            for ws in self.viewers() {
-                let _ = ws.send_with_str(&text);
-            }
+            broadcast(&self.viewers(), &text);
         }
         Ok(reply)
     }

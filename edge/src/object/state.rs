@@ -15,6 +15,7 @@ use super::{AnalysisObject, VIEWER};
 use crate::auth::parse_object_name;
 use crate::config::Limits;
 use crate::deadline::next_alarm;
+use crate::respond::broadcast;
 use crate::store::{CHECKPOINT_EVERY, Store};
 
 impl AnalysisObject {
@@ -151,11 +152,8 @@ impl AnalysisObject {
         }
         self.tenant_saved.set(true);
         let sockets = self.viewers();
-        for text in &frames {
-            for ws in &sockets {
-                // A socket closing concurrently may refuse the frame; it will resume with since.
-                let _ = ws.send_with_str(text);
-            }
+        for frame in &frames {
+            broadcast(&sockets, frame);
         }
         self.streams.send(stored, &frames);
         if stored.iter().any(|e| e.event.is_terminal()) {

@@ -18,6 +18,7 @@ use crate::clock::now_ms;
 use crate::config::Limits;
 use crate::forward::{DispatchReply, Forwarded, Op};
 use crate::node_socket::{NODE_TAG, NodeSocket, ViewerSocket, WATCH_TAG, next_expiry};
+use crate::respond::broadcast;
 
 /// Queue positions reach analyses at most this often (they change with every lease).
 const POSITIONS_EVERY_MS: i64 = 1_000;
@@ -134,16 +135,14 @@ impl PoolObject {
                         .as_ref()
                         .and_then(|p| p.node(&node).map(|n| n.conn));
                     let text = serde_json::to_string(&message)?;
-                    for ws in nodes.iter().filter(|ws| is_socket_of(ws, &node, conn)) {
-                        // A socket closing concurrently refuses; its node reconnects.
-                        let _ = ws.send_with_str(&text);
-                    }
+                    broadcast(
+                        nodes.iter().filter(|ws| is_socket_of(ws, &node, conn)),
+                        &text,
+                    );
                 }
                 Effect::Watch(event) => {
                     let text = serde_json::to_string(&event)?;
-                    for ws in &watchers {
-                        let _ = ws.send_with_str(&text);
-                    }
+                    broadcast(&watchers, &text);
                 }
             }
         }
