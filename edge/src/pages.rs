@@ -101,6 +101,21 @@ mod tests {
     }
 
     #[test]
+    fn every_file_of_the_public_folder_is_served() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("public");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            let path = match name.strip_suffix(".html") {
+                Some("index") => "/".to_owned(),
+                Some(stem) => format!("/{stem}"),
+                None => format!("/{name}"),
+            };
+            let page = find(&path).unwrap_or_else(|| panic!("edge/public/{name} is not in PAGES"));
+            assert_eq!(page.body, std::fs::read(dir.join(&name)).unwrap());
+        }
+    }
+
+    #[test]
     fn entity_tags_follow_the_content() {
         let dashboard = find("/analysis").unwrap();
         let tag = dashboard.etag();
