@@ -276,3 +276,59 @@ async fn a_token_that_expires_while_connected_closes_with_4010() {
     let (code, _) = sub.closed(Duration::from_secs(60)).await.unwrap();
     assert_eq!(code, 4010);
 }
+
+#[tokio::test]
+async fn a_closed_socket_frees_its_place_and_a_newcomer_gets_the_live_events() {
+    let edge = stagecast_e2e::Edge::start(&[
+        ("STAGECAST_DEV_SECRET", stagecast_e2e::client::DEV_SECRET),
+        ("STAGECAST_MAX_SOCKETS", "2"),
+    ])
+    .await
+    .unwrap();
+    let base = edge.base_url();
+    let id = "ws-places";
+    let node = Tokens::node(id);
+    let events = sample_events(6);
+    let url = ws_url(&base, id, &format!("?token={}", Tokens::viewer(id)));
+    publish(&base, id, &node, &events[..1]).await;
+    let mut first = Subscriber::connect(&url).await.unwrap();
+    let mut second = Subscriber::connect(&url).await.unwrap();
+    for sub in [&mut first, &mut second] {
+        assert_eq!(sub.next_json(T).await.unwrap()["type"], "hello");
+    }
+    // both get a publish made while the object lists them
+    publish(&base, id, &node, &events[1..2]).await;
+    for sub in [&mut first, &mut second] {
+        assert_eq!(sub.events_until(2, T).await.unwrap().len(), 1);
+    }
+    let mut third = Subscriber::connect(&url).await.unwrap();
+    assert_eq!(
+        third.closed(T).await.unwrap().0,
+        1013,
+        "a third is one too many"
+    );
+    first.ws.close(None).await.unwrap();
+    let _ = first.closed(T).await;
+    // the place frees once the object hears of the close
+    let deadline = tokio::time::Instant::now() + T;
+    let mut newcomer = loop {
+        let mut sub = Subscriber::connect(&url).await.unwrap();
+        let hello = sub.next_json(T).await;
+        if hello.is_ok_and(|h| h["type"] == "hello") {
+            break sub;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no place freed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    publish(&base, id, &node, &events[2..]).await;
+    for sub in [&mut second, &mut newcomer] {
+        let seqs: Vec<u64> = sub
+            .events_until(6, T)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, vec![3, 4, 5, 6]);
+    }
+}

@@ -132,7 +132,7 @@ impl AnalysisObject {
             // A new queue position: viewers get a fresh snapshot.
             let snapshot = self.with_analysis(id, |a| a.snapshot())?;
             let text = serde_json::to_string(&ServerMessage::Snapshot { snapshot })?;
-            broadcast(&self.viewers(), &text);
+            broadcast(self.viewers().iter(), &text);
         }
         Ok(reply)
     }

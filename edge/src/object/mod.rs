@@ -71,6 +71,9 @@ pub struct AnalysisObject {
     streams: stream::Streams,
     /// What this instance has billed so far, logged at the analysis' end.
     usage: Rc<Usage>,
+    /// The viewers' sockets as the runtime last listed them: asking again makes a wrapper
+    /// per socket, on every publish. Forgotten whenever a viewer opens, closes or fails.
+    viewer_sockets: RefCell<Option<Rc<[WebSocket]>>>,
 }
 
 impl DurableObject for AnalysisObject {
@@ -102,6 +105,7 @@ impl DurableObject for AnalysisObject {
             limits: RefCell::new(None),
             streams: stream::Streams::default(),
             usage,
+            viewer_sockets: RefCell::new(None),
         }
     }
 
@@ -154,6 +158,7 @@ impl DurableObject for AnalysisObject {
         reason: String,
         _clean: bool,
     ) -> Result<()> {
+        self.forget_viewers();
         // Reciprocate; 1005 and 1006 are reserved and may not be sent.
         let code = if code == 1000 || (3000..=4999).contains(&code) {
             code as u16
@@ -165,6 +170,7 @@ impl DurableObject for AnalysisObject {
     }
 
     async fn websocket_error(&self, ws: WebSocket, error: worker::Error) -> Result<()> {
+        self.forget_viewers();
         let analysis_id = ws
             .deserialize_attachment::<SocketInfo>()
             .ok()

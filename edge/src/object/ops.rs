@@ -102,6 +102,7 @@ impl AnalysisObject {
         let pair = WebSocketPair::new()?;
         self.state
             .accept_websocket_with_tags(&pair.server, &[VIEWER]);
+        self.forget_viewers();
         pair.server
             .serialize_attachment(SocketInfo::new(&fwd.analysis_id, &fwd.principal))?;
         let (hello, frames) = self.greeting(&fwd.analysis_id, since, limits)?;
@@ -183,6 +184,7 @@ impl AnalysisObject {
             self.streams.end_all();
             // The stored tenant went with the rest; the next commit writes it again.
             self.tenant_saved.set(false);
+            self.forget_viewers();
             for ws in self.state.get_websockets() {
                 close(
                     &ws,
@@ -200,6 +202,7 @@ impl AnalysisObject {
             self.commit(&[event], &limits)?;
         }
         // Close sockets whose token expired; wake again for the next expiry.
+        self.forget_viewers();
         let mut live = Vec::new();
         for ws in self.state.get_websockets() {
             match ws.deserialize_attachment::<SocketInfo>() {
@@ -222,6 +225,7 @@ impl AnalysisObject {
             Ok(reply) => reply,
             Err(code) => {
                 close(ws, code, "");
+                self.forget_viewers();
                 return Ok(());
             }
         };

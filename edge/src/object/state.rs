@@ -3,6 +3,7 @@
 
 use std::cell::RefMut;
 use std::collections::HashSet;
+use std::rc::Rc;
 
 use stagecast_shared::Analysis;
 use stagecast_shared::api::{ErrorBody, ErrorCode};
@@ -75,8 +76,16 @@ impl AnalysisObject {
     }
 
     /// The viewers' sockets (not the nodes' publish sockets).
-    pub(super) fn viewers(&self) -> Vec<WebSocket> {
-        self.state.get_websockets_with_tag(VIEWER)
+    pub(super) fn viewers(&self) -> Rc<[WebSocket]> {
+        let mut cached = self.viewer_sockets.borrow_mut();
+        cached
+            .get_or_insert_with(|| self.state.get_websockets_with_tag(VIEWER).into())
+            .clone()
+    }
+
+    /// Makes the next [`Self::viewers`] ask the runtime again.
+    pub(super) fn forget_viewers(&self) {
+        *self.viewer_sockets.borrow_mut() = None;
     }
 
     /// Forgets what storage may no longer hold: the next use reads it again.
@@ -153,7 +162,7 @@ impl AnalysisObject {
         self.tenant_saved.set(true);
         let sockets = self.viewers();
         for frame in &frames {
-            broadcast(&sockets, frame);
+            broadcast(sockets.iter(), frame);
         }
         self.streams.send(stored, &frames);
         if stored.iter().any(|e| e.event.is_terminal()) {
